@@ -1,0 +1,75 @@
+//! Request extractors whose every rejection is a problem+json answer.
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::problem::{FieldError, Problem};
+
+/// A JSON request body. Syntax errors are 400, well-formed JSON of the wrong shape is 422, a body
+/// over the limit is 413, and a declared non-JSON content type is 415.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+/// Like [`JsonBody`], but an empty body stands for `T::default()`.
+#[derive(Debug)]
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let bytes = read_json_bytes(request, state).await?;
+        if bytes.is_empty() {
+            return Err(Problem::invalid_request("the request body is empty; send a JSON object"));
+        }
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let bytes = read_json_bytes(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        parse_json(&bytes).map(OptionalJsonBody)
+    }
+}
+
+async fn read_json_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, Problem> {
+    // JSON is read whatever the content type says when it is missing, a JSON type, or the
+    // form type `curl -d` sends by default; another declared type (XML, say) is a client bug.
+    if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
+        let essence = content_type.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+        let essence_lower = essence.to_ascii_lowercase();
+        let accepted = essence_lower == "application/json"
+            || essence_lower.ends_with("+json")
+            || essence_lower == "application/x-www-form-urlencoded";
+        if !accepted {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("the body must be application/json, not `{essence}`"),
+            ));
+        }
+    }
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
+        } else {
+            Problem::invalid_request(rejection.body_text())
+        }
+    })
+}
+
+/// Parses JSON: malformed input is 400, a well-formed body of the wrong shape is 422.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => Problem::validation(vec![FieldError::new("body", error.to_string())]),
+        _ => Problem::invalid_request(format!("malformed JSON: {error}")),
+    })
+}

@@ -1,0 +1,324 @@
+//! The ledger: every charge and refund the bank ever made, the card accounts, and the idempotency
+//! keys that make charges and refunds exactly-once.
+//!
+//! All state sits behind one mutex and every operation is synchronous under it, so a charge is
+//! either fully recorded or not at all, and two requests with the same key can never both charge.
+//! Nothing here awaits, so a client that disconnects cannot leave half a charge behind.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Datelike, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::card::{self, CardSummary, DeclineCode};
+
+/// A charge request that passed validation (see [`crate::api`]). Holds the card number only for
+/// the duration of the request.
+pub struct ChargeOrder {
+    pub amount: i64,
+    pub currency: String,
+    pub card_number: String,
+    pub exp_month: u32,
+    pub exp_year: i32,
+    pub cvc: String,
+    pub reference: Option<String>,
+}
+
+impl std::fmt::Debug for ChargeOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChargeOrder")
+            .field("amount", &self.amount)
+            .field("currency", &self.currency)
+            .field("card", &CardSummary::of(&self.card_number))
+            .field("reference", &self.reference)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeStatus {
+    Approved,
+    Declined,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Charge {
+    pub id: String,
+    pub object: &'static str,
+    pub status: ChargeStatus,
+    pub amount: i64,
+    pub currency: String,
+    pub decline_code: Option<DeclineCode>,
+    pub card: CardSummary,
+    pub reference: Option<String>,
+    pub idempotency_key: String,
+    pub refunded_amount: i64,
+    pub refunds: Vec<Refund>,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip)]
+    account: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Refund {
+    pub id: String,
+    pub object: &'static str,
+    pub charge_id: String,
+    pub amount: i64,
+    pub status: &'static str,
+    pub idempotency_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Whether an answer was made now or replayed from an earlier request with the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    New,
+    Replayed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("this Idempotency-Key was already used with a different request")]
+    KeyReused,
+    #[error("no charge {0}")]
+    NoSuchCharge(String),
+    #[error("charge {0} was declined; there is nothing to refund")]
+    NotRefundable(String),
+    #[error("charge {0} is already fully refunded")]
+    FullyRefunded(String),
+    #[error("refund of {requested} exceeds the {remaining} left to refund")]
+    OverRefund { requested: i64, remaining: i64 },
+    #[error("a refund amount must be positive")]
+    NonPositiveRefund,
+}
+
+/// The decline rules that are configuration, not test-card scripting.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub max_amount: i64,
+    pub default_balance: i64,
+}
+
+/// Totals per currency: what was charged, refunded, and what remains.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CurrencyTotals {
+    pub charged: i64,
+    pub refunded: i64,
+    pub net: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LedgerTotals {
+    pub charges: usize,
+    pub approved: usize,
+    pub declined: usize,
+    pub refunds: usize,
+    pub by_currency: std::collections::BTreeMap<String, CurrencyTotals>,
+}
+
+/// The audit view returned by `GET /v1/ledger`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerReport {
+    pub charges: Vec<Charge>,
+    pub totals: LedgerTotals,
+}
+
+#[derive(Debug)]
+pub struct Ledger {
+    policy: Policy,
+    /// Keyed hashing: request fingerprints and card accounts are kept as 64-bit SipHash values
+    /// under a key chosen at start-up, so no card number is stored, even as a guessable hash.
+    hasher: RandomState,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    charges: Vec<Charge>,
+    by_id: HashMap<String, usize>,
+    charge_keys: HashMap<String, KeyedCharge>,
+    refund_keys: HashMap<String, KeyedRefund>,
+    balances: HashMap<u64, i64>,
+}
+
+#[derive(Debug)]
+struct KeyedCharge {
+    fingerprint: u64,
+    index: usize,
+}
+
+#[derive(Debug)]
+struct KeyedRefund {
+    fingerprint: u64,
+    charge: usize,
+    refund: usize,
+}
+
+impl Ledger {
+    pub fn new(policy: Policy) -> Self {
+        Self { policy, hasher: RandomState::new(), state: Mutex::new(State::default()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-written charge (every write is a
+        // push or insert at the end), so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Charges once per key: a new key decides and records the charge, a known key with the same
+    /// request replays it, a known key with another request is refused.
+    pub fn charge(&self, key: &str, order: &ChargeOrder) -> Result<(Charge, Freshness), LedgerError> {
+        let fingerprint = self.hasher.hash_one((
+            order.amount,
+            &order.currency,
+            &order.card_number,
+            order.exp_month,
+            order.exp_year,
+            &order.cvc,
+            &order.reference,
+        ));
+        let now = Utc::now();
+        let mut state = self.lock();
+        if let Some(existing) = state.charge_keys.get(key) {
+            if existing.fingerprint != fingerprint {
+                return Err(LedgerError::KeyReused);
+            }
+            return Ok((state.charges[existing.index].clone(), Freshness::Replayed));
+        }
+
+        let scripted_card = order.card_number == card::APPROVE || card::scripted_decline(&order.card_number).is_some();
+        let account = (!scripted_card).then(|| self.hasher.hash_one(("account", &order.card_number)));
+        let decline = self.decide(&mut state, order, account, now);
+        let charge = Charge {
+            id: format!("ch_{}", Uuid::new_v4()),
+            object: "charge",
+            status: if decline.is_some() { ChargeStatus::Declined } else { ChargeStatus::Approved },
+            amount: order.amount,
+            currency: order.currency.clone(),
+            decline_code: decline,
+            card: CardSummary::of(&order.card_number),
+            reference: order.reference.clone(),
+            idempotency_key: key.to_owned(),
+            refunded_amount: 0,
+            refunds: Vec::new(),
+            created_at: now,
+            account,
+        };
+        let index = state.charges.len();
+        state.by_id.insert(charge.id.clone(), index);
+        state.charge_keys.insert(key.to_owned(), KeyedCharge { fingerprint, index });
+        state.charges.push(charge.clone());
+        Ok((charge, Freshness::New))
+    }
+
+    /// The decline rules, in order; debits the account when the charge is approved.
+    fn decide(
+        &self,
+        state: &mut State,
+        order: &ChargeOrder,
+        account: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Option<DeclineCode> {
+        if order.amount > self.policy.max_amount {
+            return Some(DeclineCode::AmountLimitExceeded);
+        }
+        if let Some(code) = card::scripted_decline(&order.card_number) {
+            return Some(code);
+        }
+        // A card is valid through the last day of its expiry month.
+        if (order.exp_year, order.exp_month) < (now.year(), now.month()) {
+            return Some(DeclineCode::ExpiredCard);
+        }
+        let account = account?;
+        let balance = state.balances.entry(account).or_insert(self.policy.default_balance);
+        if *balance < order.amount {
+            return Some(DeclineCode::InsufficientFunds);
+        }
+        *balance -= order.amount;
+        None
+    }
+
+    /// Refunds part or all (`amount: None`) of what is left of an approved charge, once per key.
+    pub fn refund(&self, charge_id: &str, key: &str, amount: Option<i64>) -> Result<(Refund, Freshness), LedgerError> {
+        let fingerprint = self.hasher.hash_one((charge_id, amount));
+        let now = Utc::now();
+        let mut state = self.lock();
+        if let Some(existing) = state.refund_keys.get(key) {
+            if existing.fingerprint != fingerprint {
+                return Err(LedgerError::KeyReused);
+            }
+            return Ok((state.charges[existing.charge].refunds[existing.refund].clone(), Freshness::Replayed));
+        }
+        let index = *state.by_id.get(charge_id).ok_or_else(|| LedgerError::NoSuchCharge(charge_id.to_owned()))?;
+        let charge = &state.charges[index];
+        if charge.status != ChargeStatus::Approved {
+            return Err(LedgerError::NotRefundable(charge_id.to_owned()));
+        }
+        let remaining = charge.amount - charge.refunded_amount;
+        if remaining == 0 {
+            return Err(LedgerError::FullyRefunded(charge_id.to_owned()));
+        }
+        let requested = amount.unwrap_or(remaining);
+        if requested <= 0 {
+            return Err(LedgerError::NonPositiveRefund);
+        }
+        if requested > remaining {
+            return Err(LedgerError::OverRefund { requested, remaining });
+        }
+        let refund = Refund {
+            id: format!("re_{}", Uuid::new_v4()),
+            object: "refund",
+            charge_id: charge_id.to_owned(),
+            amount: requested,
+            status: "succeeded",
+            idempotency_key: key.to_owned(),
+            created_at: now,
+        };
+        let account = charge.account;
+        let charge = &mut state.charges[index];
+        charge.refunded_amount += requested;
+        charge.refunds.push(refund.clone());
+        let refund_index = charge.refunds.len() - 1;
+        if let Some(account) = account {
+            *state.balances.entry(account).or_insert(self.policy.default_balance) += requested;
+        }
+        state.refund_keys.insert(key.to_owned(), KeyedRefund { fingerprint, charge: index, refund: refund_index });
+        Ok((refund, Freshness::New))
+    }
+
+    pub fn get(&self, charge_id: &str) -> Option<Charge> {
+        let state = self.lock();
+        state.by_id.get(charge_id).map(|&i| state.charges[i].clone())
+    }
+
+    /// Status inquiry: the charge made under an idempotency key, if any.
+    pub fn find_by_key(&self, key: &str) -> Option<Charge> {
+        let state = self.lock();
+        state.charge_keys.get(key).map(|k| state.charges[k.index].clone())
+    }
+
+    /// Every charge, oldest first, with totals.
+    pub fn report(&self) -> LedgerReport {
+        let charges = self.lock().charges.clone();
+        let mut totals = LedgerTotals { charges: charges.len(), ..LedgerTotals::default() };
+        for charge in &charges {
+            totals.refunds += charge.refunds.len();
+            match charge.status {
+                ChargeStatus::Declined => totals.declined += 1,
+                ChargeStatus::Approved => {
+                    totals.approved += 1;
+                    let sums = totals.by_currency.entry(charge.currency.clone()).or_default();
+                    sums.charged += charge.amount;
+                    sums.refunded += charge.refunded_amount;
+                    sums.net += charge.amount - charge.refunded_amount;
+                }
+            }
+        }
+        LedgerReport { charges, totals }
+    }
+}

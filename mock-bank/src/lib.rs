@@ -1,0 +1,85 @@
+//! # mock-bank
+//!
+//! A bank simulator that fails on purpose. It charges and refunds cards exactly once per
+//! idempotency key and keeps a ledger that is the audit truth, while a chaos engine decides, per
+//! HTTP request, whether to answer normally or to fail the way real banks and networks fail.
+//!
+//! How the parts fit:
+//! - [`ledger`] holds charges, refunds, card accounts and idempotency keys; [`card`] has the
+//!   decline rules and test cards.
+//! - [`chaos`] decides faults deterministically from a seed and a live configuration;
+//!   [`fault`] performs them on the wire; [`server`] owns the connections so that a fault can
+//!   reset one.
+//! - [`api`] is the HTTP surface; [`problem`] is the error shape every route answers with.
+//!
+//! Start it in-process with [`run`], giving it a bound listener and a shutdown future, as the
+//! binary and the end-to-end tests do.
+
+pub mod api;
+pub mod card;
+pub mod chaos;
+pub mod config;
+pub mod extract;
+pub mod fault;
+pub mod idempotency;
+pub mod ledger;
+pub mod problem;
+pub mod request_id;
+pub mod server;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::info;
+
+pub use config::{Config, LogFormat};
+
+use chaos::ChaosEngine;
+use ledger::{Ledger, Policy};
+
+/// Everything a request handler can reach.
+#[derive(Debug)]
+pub struct Bank {
+    pub config: Config,
+    pub ledger: Ledger,
+    pub chaos: Arc<ChaosEngine>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown chaos preset `{0}`; known presets: {known}", known = chaos::PRESET_NAMES.join(", "))]
+    UnknownPreset(String),
+    #[error("max_amount and default_balance must not be negative")]
+    NegativeLimit,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Bank {
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let initial = chaos::preset(&config.preset).ok_or_else(|| Error::UnknownPreset(config.preset.clone()))?;
+        if config.max_amount < 0 || config.default_balance < 0 {
+            return Err(Error::NegativeLimit);
+        }
+        let seed = config.seed.unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
+        let policy = Policy { max_amount: config.max_amount, default_balance: config.default_balance };
+        Ok(Self { ledger: Ledger::new(policy), chaos: ChaosEngine::new(initial, seed), config })
+    }
+}
+
+/// Serves the bank on `listener` until `shutdown` resolves.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let bank = Arc::new(Bank::new(config)?);
+    let chaos = bank.chaos.config();
+    info!(
+        addr = %listener.local_addr()?,
+        preset = %bank.config.preset,
+        seed = chaos.seed,
+        "mock-bank listening"
+    );
+    server::serve(listener, api::router(bank), shutdown).await?;
+    info!("mock-bank stopped");
+    Ok(())
+}
