@@ -170,7 +170,7 @@ async fn create_charge(
     Ok(charge_response(charge, freshness))
 }
 
-fn charge_response(charge: Charge, freshness: Freshness) -> Response {
+fn charge_response(charge: Arc<Charge>, freshness: Freshness) -> Response {
     let status = match charge.status {
         ChargeStatus::Approved => StatusCode::CREATED,
         ChargeStatus::Declined => StatusCode::PAYMENT_REQUIRED,
@@ -185,7 +185,7 @@ fn with_freshness(mut response: Response, freshness: Freshness) -> Response {
     response
 }
 
-async fn get_charge(State(bank): State<Arc<Bank>>, Path(id): Path<String>) -> Result<Json<Charge>, Problem> {
+async fn get_charge(State(bank): State<Arc<Bank>>, Path(id): Path<String>) -> Result<Json<Arc<Charge>>, Problem> {
     bank.ledger.get(&id).map(Json).ok_or_else(|| Problem::not_found(format!("no charge {id}")))
 }
 
@@ -194,7 +194,7 @@ async fn get_charge(State(bank): State<Arc<Bank>>, Path(id): Path<String>) -> Re
 async fn find_charge_by_key(
     State(bank): State<Arc<Bank>>,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Charge>, Problem> {
+) -> Result<Json<Arc<Charge>>, Problem> {
     if let Some(unknown) = params.keys().find(|k| k.as_str() != "idempotency_key") {
         return Err(Problem::invalid_request(format!("unknown query parameter `{unknown}`")));
     }

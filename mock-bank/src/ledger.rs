@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
@@ -124,7 +124,7 @@ pub struct LedgerTotals {
 /// The audit view returned by `GET /v1/ledger`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LedgerReport {
-    pub charges: Vec<Charge>,
+    pub charges: Vec<Arc<Charge>>,
     pub totals: LedgerTotals,
 }
 
@@ -139,7 +139,9 @@ pub struct Ledger {
 
 #[derive(Debug, Default)]
 struct State {
-    charges: Vec<Charge>,
+    /// Shared, so that answers and reports are serialised outside the lock without deep copies;
+    /// a refund copies a charge on write only if an answer still holds the old version.
+    charges: Vec<Arc<Charge>>,
     by_id: HashMap<String, usize>,
     charge_keys: HashMap<String, KeyedCharge>,
     refund_keys: HashMap<String, KeyedRefund>,
@@ -172,7 +174,7 @@ impl Ledger {
 
     /// Charges once per key: a new key decides and records the charge, a known key with the same
     /// request replays it, a known key with another request is refused.
-    pub fn charge(&self, key: &str, order: &ChargeOrder) -> Result<(Charge, Freshness), LedgerError> {
+    pub fn charge(&self, key: &str, order: &ChargeOrder) -> Result<(Arc<Charge>, Freshness), LedgerError> {
         let fingerprint = self.hasher.hash_one((
             order.amount,
             &order.currency,
@@ -188,13 +190,13 @@ impl Ledger {
             if existing.fingerprint != fingerprint {
                 return Err(LedgerError::KeyReused);
             }
-            return Ok((state.charges[existing.index].clone(), Freshness::Replayed));
+            return Ok((Arc::clone(&state.charges[existing.index]), Freshness::Replayed));
         }
 
         let scripted_card = order.card_number == card::APPROVE || card::scripted_decline(&order.card_number).is_some();
         let account = (!scripted_card).then(|| self.hasher.hash_one(("account", &order.card_number)));
         let decline = self.decide(&mut state, order, account, now);
-        let charge = Charge {
+        let charge = Arc::new(Charge {
             id: format!("ch_{}", Uuid::new_v4()),
             object: "charge",
             status: if decline.is_some() { ChargeStatus::Declined } else { ChargeStatus::Approved },
@@ -208,11 +210,11 @@ impl Ledger {
             refunds: Vec::new(),
             created_at: now,
             account,
-        };
+        });
         let index = state.charges.len();
         state.by_id.insert(charge.id.clone(), index);
         state.charge_keys.insert(key.to_owned(), KeyedCharge { fingerprint, index });
-        state.charges.push(charge.clone());
+        state.charges.push(Arc::clone(&charge));
         Ok((charge, Freshness::New))
     }
 
@@ -280,7 +282,7 @@ impl Ledger {
             created_at: now,
         };
         let account = charge.account;
-        let charge = &mut state.charges[index];
+        let charge = Arc::make_mut(&mut state.charges[index]);
         charge.refunded_amount += requested;
         charge.refunds.push(refund.clone());
         let refund_index = charge.refunds.len() - 1;
@@ -291,15 +293,15 @@ impl Ledger {
         Ok((refund, Freshness::New))
     }
 
-    pub fn get(&self, charge_id: &str) -> Option<Charge> {
+    pub fn get(&self, charge_id: &str) -> Option<Arc<Charge>> {
         let state = self.lock();
-        state.by_id.get(charge_id).map(|&i| state.charges[i].clone())
+        state.by_id.get(charge_id).map(|&i| Arc::clone(&state.charges[i]))
     }
 
     /// Status inquiry: the charge made under an idempotency key, if any.
-    pub fn find_by_key(&self, key: &str) -> Option<Charge> {
+    pub fn find_by_key(&self, key: &str) -> Option<Arc<Charge>> {
         let state = self.lock();
-        state.charge_keys.get(key).map(|k| state.charges[k.index].clone())
+        state.charge_keys.get(key).map(|k| Arc::clone(&state.charges[k.index]))
     }
 
     /// Every charge, oldest first, with totals.
