@@ -114,6 +114,20 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_has_an_environment_variable_and_help() {
+        use clap::CommandFactory;
+        let command = Config::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            assert!(arg.get_env().is_some_and(|env| env.to_string_lossy().starts_with("BANK_")), "--{id}: env");
+            assert!(arg.get_help().is_some(), "--{id}: help");
+        }
+    }
+
+    #[test]
     fn rejects_a_lower_case_currency() {
         assert!(Config::try_parse_from(["mock-bank", "--currencies", "usd"]).is_err());
     }

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The one-command launcher of the resilient payment gateway.
+#
+#   ./run.sh               build (release) and start the system in the foreground until Ctrl-C
+#   ./run.sh --headless    the same; there is no dashboard yet to leave out
+#   ./run.sh test [ARGS]   run every test (cargo nextest when installed, else cargo test)
+#   ./run.sh bench [bank]  benchmarks (see README.md)
+#
+# Works from any directory; stops everything it started on exit, Ctrl-C or error.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+RUN_DIR="$ROOT/.run"
+PIDS=()
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || die "$1 is required but was not found. $2"
+}
+
+stop_children() {
+  local pid
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+  done
+}
+trap stop_children EXIT
+trap 'exit 130' INT TERM
+
+build_release() {
+  need cargo "Install Rust (https://rustup.rs), then run ./run.sh again."
+  say "Building (release)..."
+  cargo build --release --quiet "$@"
+}
+
+wait_healthy() { # url name
+  local i
+  for i in $(seq 1 100); do
+    if curl -fsS "$1/healthz" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  die "$2 did not become healthy at $1 (see $RUN_DIR/$2.log)"
+}
+
+port_free() { # host:port
+  ! (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null
+}
+
+cmd_start() {
+  need curl "Install curl (apt-get install curl)."
+  build_release -p mock-bank
+  mkdir -p "$RUN_DIR"
+  local bank_listen="${BANK_LISTEN:-127.0.0.1:8081}"
+  port_free "$bank_listen" || die "$bank_listen is already in use; set BANK_LISTEN to another address."
+  BANK_LISTEN="$bank_listen" "$ROOT/target/release/mock-bank" >"$RUN_DIR/mock-bank.log" 2>&1 &
+  PIDS+=("$!")
+  local bank_url="http://$bank_listen"
+  wait_healthy "$bank_url" mock-bank
+  cat <<INFO
+
+  mock-bank   $bank_url      (log: .run/mock-bank.log)
+
+  Try it:
+    curl -s $bank_url/v1/charges -H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' \\
+      -d '{"amount":1999,"currency":"USD","card":{"number":"4242424242424242","exp_month":12,"exp_year":2030,"cvc":"123"}}'
+    curl -s -X POST $bank_url/chaos/presets/flaky
+    curl -s $bank_url/chaos/stats
+
+  The payment gateway and the dashboard join this launcher as they are built.
+  Press Ctrl-C to stop.
+INFO
+  tail -n +1 -f "$RUN_DIR/mock-bank.log" &
+  PIDS+=("$!")
+  wait "${PIDS[0]}"
+}
+
+cmd_test() {
+  need cargo "Install Rust (https://rustup.rs), then run ./run.sh test again."
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace "$@"
+  else
+    say "cargo-nextest is not installed; running cargo test (cargo install cargo-nextest --locked for faster runs)."
+    cargo test --workspace --no-fail-fast "$@"
+  fi
+}
+
+cmd_bench() {
+  local target="${1:-bank}"
+  [ $# -gt 0 ] && shift
+  case "$target" in
+    bank)
+      build_release -p mock-bank -p tests --bin bench
+      "$ROOT/target/release/bench" bank "$@"
+      ;;
+    *) die "unknown benchmark '$target' (known: bank)" ;;
+  esac
+}
+
+case "${1:-}" in
+  "" | --headless) cmd_start ;;
+  test) shift; cmd_test "$@" ;;
+  bench) shift; cmd_bench "$@" ;;
+  soak) die "the soak run arrives with the load-and-chaos proof (issue 7); it is not built yet" ;;
+  -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown command '$1' (try ./run.sh --help)" ;;
+esac
