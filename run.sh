@@ -4,7 +4,7 @@
 #   ./run.sh               build (release) and start the system in the foreground until Ctrl-C
 #   ./run.sh --headless    the same; there is no dashboard yet to leave out
 #   ./run.sh test [ARGS]   run every test (cargo nextest when installed, else cargo test)
-#   ./run.sh bench [bank]  benchmarks (see README.md)
+#   ./run.sh bench [bank|resilience]  benchmarks (see README.md)
 #
 # Works from any directory; stops everything it started on exit, Ctrl-C or error.
 set -euo pipefail
@@ -98,7 +98,11 @@ cmd_bench() {
       build_release -p mock-bank -p tests --bin bench
       "$ROOT/target/release/bench" bank "$@"
       ;;
-    *) die "unknown benchmark '$target' (known: bank)" ;;
+    resilience)
+      need cargo "Install Rust (https://rustup.rs)."
+      cargo bench -p resilience --bench breaker "$@"
+      ;;
+    *) die "unknown benchmark '$target' (known: bank, resilience)" ;;
   esac
 }
 

@@ -1,0 +1,75 @@
+use std::time::Duration;
+
+use crate::error::{ConfigError, ensure};
+
+/// Circuit-breaker settings. The defaults are the contract's: the last 20 calls (at least 10),
+/// open at ≥ 50 % failures or ≥ 80 % slow calls (> 1 s), open 5 s at first and twice as long on
+/// each repeated trip up to 60 s, 3 probes when half-open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    /// How many recent calls the failure and slow-call rates are computed over.
+    pub window_size: usize,
+    /// The breaker never opens on fewer calls than this.
+    pub minimum_calls: usize,
+    /// Open when this share of the window failed (0 < rate ≤ 1).
+    pub failure_rate_threshold: f64,
+    /// Open when this share of the window was slow (0 < rate ≤ 1).
+    pub slow_call_rate_threshold: f64,
+    /// A call slower than this is slow, whatever its result.
+    pub slow_call_duration: Duration,
+    /// How long the first trip keeps the breaker open.
+    pub open_duration: Duration,
+    /// Each repeated trip (a failed probe) multiplies the open duration by this.
+    pub open_duration_multiplier: f64,
+    /// The open duration never grows past this.
+    pub max_open_duration: Duration,
+    /// How many trial calls half-open admits; all must succeed to close.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            window_size: 20,
+            minimum_calls: 10,
+            failure_rate_threshold: 0.5,
+            slow_call_rate_threshold: 0.8,
+            slow_call_duration: Duration::from_secs(1),
+            open_duration: Duration::from_secs(5),
+            open_duration_multiplier: 2.0,
+            max_open_duration: Duration::from_secs(60),
+            half_open_probes: 3,
+        }
+    }
+}
+
+impl BreakerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(self.window_size >= 1, "window_size", "must be at least 1")?;
+        ensure(
+            (1..=self.window_size).contains(&self.minimum_calls),
+            "minimum_calls",
+            "must be between 1 and window_size",
+        )?;
+        let rate = |r: f64| r > 0.0 && r <= 1.0;
+        ensure(rate(self.failure_rate_threshold), "failure_rate_threshold", "must be in (0, 1]")?;
+        ensure(rate(self.slow_call_rate_threshold), "slow_call_rate_threshold", "must be in (0, 1]")?;
+        ensure(!self.open_duration.is_zero(), "open_duration", "must be positive")?;
+        ensure(
+            self.open_duration_multiplier.is_finite() && self.open_duration_multiplier >= 1.0,
+            "open_duration_multiplier",
+            "must be at least 1",
+        )?;
+        ensure(self.max_open_duration >= self.open_duration, "max_open_duration", "must be at least open_duration")?;
+        ensure(self.half_open_probes >= 1, "half_open_probes", "must be at least 1")?;
+        Ok(())
+    }
+
+    /// How long the `trip`-th consecutive trip (1-based) keeps the breaker open.
+    pub fn open_duration_for(&self, trip: u32) -> Duration {
+        let factor = self.open_duration_multiplier.powi(trip.saturating_sub(1).min(64) as i32);
+        let millis = (self.open_duration.as_secs_f64() * factor * 1_000.0).round();
+        let cap = self.max_open_duration.as_millis() as f64;
+        Duration::from_millis(millis.min(cap) as u64)
+    }
+}
