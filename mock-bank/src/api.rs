@@ -17,11 +17,12 @@ use tracing::debug;
 use crate::Bank;
 use crate::card::{self, CardSummary};
 use crate::chaos::{ChaosConfig, PRESET_NAMES, Scenario, preset};
-use crate::extract::{JsonBody, OptionalJsonBody};
-use crate::idempotency::{self, IdempotencyKey};
+use crate::fault;
 use crate::ledger::{Charge, ChargeOrder, ChargeStatus, Freshness, LedgerError};
-use crate::problem::{FieldError, Problem};
-use crate::{fault, request_id};
+use http_conventions::extract::{JsonBody, OptionalJsonBody};
+use http_conventions::idempotency::{self, IdempotencyKey};
+use http_conventions::problem::{FieldError, Problem};
+use http_conventions::request_id;
 
 /// The largest integer a JSON number carries exactly in every client (2^53 - 1).
 pub const MAX_AMOUNT_WIRE: i64 = 9_007_199_254_740_991;

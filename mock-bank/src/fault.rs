@@ -22,9 +22,9 @@ use tracing::info;
 
 use crate::Bank;
 use crate::chaos::{Fault, FaultKind, LostAnswer};
-use crate::problem::Problem;
-use crate::request_id::RequestId;
 use crate::server::ConnectionControl;
+use http_conventions::problem::Problem;
+use http_conventions::request_id::RequestId;
 
 /// Per-request override of the drawn fault kind.
 pub const FAULT_HEADER: &str = "x-chaos-fault";

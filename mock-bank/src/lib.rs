@@ -10,7 +10,8 @@
 //! - [`chaos`] decides faults deterministically from a seed and a live configuration;
 //!   [`fault`] performs them on the wire; [`server`] owns the connections so that a fault can
 //!   reset one.
-//! - [`api`] is the HTTP surface; [`problem`] is the error shape every route answers with.
+//! - [`api`] is the HTTP surface; errors, JSON bodies, idempotency keys and request ids follow the
+//!   shared `http-conventions` crate.
 //!
 //! Start it in-process with [`run`], giving it a bound listener and a shutdown future, as the
 //! binary and the end-to-end tests do.
@@ -19,12 +20,8 @@ pub mod api;
 pub mod card;
 pub mod chaos;
 pub mod config;
-pub mod extract;
 pub mod fault;
-pub mod idempotency;
 pub mod ledger;
-pub mod problem;
-pub mod request_id;
 pub mod server;
 pub mod telemetry;
 

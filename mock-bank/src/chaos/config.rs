@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::problem::FieldError;
+use http_conventions::problem::FieldError;
 
 /// Upper bounds that keep a typo from hanging the bank for a day.
 pub const MAX_DELAY_MS: u64 = 600_000;

@@ -13,7 +13,7 @@ use super::config::{ChaosConfig, preset};
 use super::plan::{ChaosPlan, Decision, FaultKind};
 use super::scenario::{Scenario, ScenarioStatus};
 use super::stats::{FaultStats, StatsSnapshot};
-use crate::problem::{FieldError, Problem};
+use http_conventions::problem::{FieldError, Problem};
 
 #[derive(Debug)]
 pub struct ChaosEngine {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::config::{ChaosConfig, preset};
-use crate::problem::{FieldError, Problem};
+use http_conventions::problem::{FieldError, Problem};
 
 pub const MAX_STEPS: usize = 100;
 pub const MAX_OFFSET_S: f64 = 86_400.0;

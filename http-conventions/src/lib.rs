@@ -1,0 +1,19 @@
+//! # http-conventions
+//!
+//! The contract's "common conventions", implemented once for every service:
+//! - [`problem`]: RFC 9457 `application/problem+json` errors with a stable machine `code`;
+//! - [`extract`]: JSON bodies whose every rejection is a problem (400 malformed, 422 wrong shape,
+//!   413 too large, 415 not JSON);
+//! - [`idempotency`]: the `Idempotency-Key` header (1..=255 visible ASCII; a quoted sf-string and
+//!   a bare token are the same key);
+//! - [`request_id`]: `X-Request-Id`, echoed or generated, on every response and log line.
+
+pub mod extract;
+pub mod idempotency;
+pub mod problem;
+pub mod request_id;
+
+pub use extract::{JsonBody, OptionalJsonBody, parse_json};
+pub use idempotency::IdempotencyKey;
+pub use problem::{FieldError, Problem};
+pub use request_id::RequestId;
