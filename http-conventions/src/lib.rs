@@ -6,13 +6,17 @@
 //!   413 too large, 415 not JSON);
 //! - [`idempotency`]: the `Idempotency-Key` header (1..=255 visible ASCII; a quoted sf-string and
 //!   a bare token are the same key);
-//! - [`request_id`]: `X-Request-Id`, echoed or generated, on every response and log line.
+//! - [`request_id`]: `X-Request-Id`, echoed or generated, on every response and log line;
+//! - [`card`]: Luhn checks, brands, and the card summary (brand + last four) that is all a service
+//!   may keep of a card.
 
+pub mod card;
 pub mod extract;
 pub mod idempotency;
 pub mod problem;
 pub mod request_id;
 
+pub use card::{CardInput, CardSummary};
 pub use extract::{JsonBody, OptionalJsonBody, parse_json};
 pub use idempotency::IdempotencyKey;
 pub use problem::{FieldError, Problem};

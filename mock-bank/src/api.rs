@@ -15,10 +15,11 @@ use serde_json::Value;
 use tracing::debug;
 
 use crate::Bank;
-use crate::card::{self, CardSummary};
+use crate::card::CardSummary;
 use crate::chaos::{ChaosConfig, PRESET_NAMES, Scenario, preset};
 use crate::fault;
 use crate::ledger::{Charge, ChargeOrder, ChargeStatus, Freshness, LedgerError};
+use http_conventions::card::CardInput;
 use http_conventions::extract::{JsonBody, OptionalJsonBody};
 use http_conventions::idempotency::{self, IdempotencyKey};
 use http_conventions::problem::{FieldError, Problem};
@@ -78,15 +79,6 @@ pub struct ChargeRequest {
     pub reference: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CardInput {
-    pub number: String,
-    pub exp_month: u32,
-    pub exp_year: i32,
-    pub cvc: String,
-}
-
 impl std::fmt::Debug for ChargeRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChargeRequest")
@@ -95,12 +87,6 @@ impl std::fmt::Debug for ChargeRequest {
             .field("card", &CardSummary::of(&self.card.number))
             .field("reference", &self.reference)
             .finish()
-    }
-}
-
-impl std::fmt::Debug for CardInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CardInput").field("card", &CardSummary::of(&self.number)).finish_non_exhaustive()
     }
 }
 
@@ -116,22 +102,7 @@ impl ChargeRequest {
         if !currencies.contains(&self.currency) {
             errors.push(FieldError::new("currency", format!("must be one of {}", currencies.join(", "))));
         }
-        let number = &self.card.number;
-        if !(12..=19).contains(&number.len()) || !number.bytes().all(|b| b.is_ascii_digit()) {
-            errors.push(FieldError::new("card.number", "must be 12 to 19 digits"));
-        } else if !card::luhn_valid(number) {
-            errors.push(FieldError::new("card.number", "is not a valid card number (Luhn check failed)"));
-        }
-        if !(1..=12).contains(&self.card.exp_month) {
-            errors.push(FieldError::new("card.exp_month", "must be 1 to 12"));
-        }
-        if !(2000..=2099).contains(&self.card.exp_year) {
-            errors.push(FieldError::new("card.exp_year", "must be a four-digit year from 2000 to 2099"));
-        }
-        let cvc = &self.card.cvc;
-        if !(3..=4).contains(&cvc.len()) || !cvc.bytes().all(|b| b.is_ascii_digit()) {
-            errors.push(FieldError::new("card.cvc", "must be 3 or 4 digits"));
-        }
+        self.card.validate(&mut errors);
         if let Some(reference) = &self.reference
             && (reference.chars().count() > 255 || reference.chars().any(char::is_control))
         {
