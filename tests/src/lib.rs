@@ -5,7 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod gateway;
 pub mod loadgen;
+pub mod redis_server;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,7 +17,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+pub use gateway::{MERCHANT_A, MERCHANT_B, TestGateway, payment_body};
 pub use mock_bank::Config as BankConfig;
+pub use redis_server::RedisServer;
 
 /// A mock bank serving in this process until dropped.
 #[derive(Debug)]
@@ -124,12 +128,13 @@ where
     Fut: Future<Output = Option<T>>,
 {
     let give_up = tokio::time::Instant::now() + deadline;
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
     loop {
+        poll.tick().await;
         if let Some(value) = check().await {
             return value;
         }
         assert!(tokio::time::Instant::now() < give_up, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,0 +1,218 @@
+//! The bank as the gateway sees it: HTTP calls, and the one classification of every answer that
+//! drives retries, the breaker and what the client is told.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use resilience::Verdict;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::model::CreatePayment;
+
+/// A charge as the bank reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BankCharge {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub decline_code: Option<String>,
+    #[serde(default)]
+    pub refunded_amount: i64,
+    #[serde(default)]
+    pub refunds: Vec<BankRefund>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BankRefund {
+    pub id: String,
+    pub amount: i64,
+    pub idempotency_key: String,
+}
+
+/// What one HTTP exchange with the bank produced.
+#[derive(Debug, Clone)]
+pub enum BankReply {
+    /// A complete HTTP answer: the bank has finished with this request.
+    Answer { status: u16, body: bytes::Bytes, retry_after: Option<Duration> },
+    /// The request never reached the bank (connection refused, no route).
+    NotSent(String),
+    /// Sent, but the answer was lost (connection reset, cut short): the bank may still be busy
+    /// with it, or may have acted.
+    Lost(String),
+}
+
+impl BankReply {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            BankReply::Answer { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn charge(&self) -> Option<BankCharge> {
+        match self {
+            BankReply::Answer { body, .. } => serde_json::from_slice(body).ok(),
+            _ => None,
+        }
+    }
+
+    /// The bank's problem `code`, if it answered with one.
+    pub fn problem_code(&self) -> Option<String> {
+        match self {
+            BankReply::Answer { body, .. } => serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_owned)),
+            _ => None,
+        }
+    }
+
+    /// Whether the bank has surely finished with this request (it answered, or never got it).
+    pub fn is_complete(&self) -> bool {
+        !matches!(self, BankReply::Lost(_))
+    }
+}
+
+/// The classification: approved is success; a decline or any other 4xx is a definitive answer
+/// (never retried, healthy for the breaker); 429 and 503 were refused before processing; 500 and
+/// other 5xx, and a lost answer, may have been processed.
+pub fn classify(reply: &BankReply) -> Verdict {
+    match reply {
+        BankReply::Answer { status, retry_after, .. } => match *status {
+            200..=299 => Verdict::success(),
+            429 | 503 => Verdict::not_processed().with_retry_after(*retry_after),
+            400..=499 => Verdict::definitive(),
+            _ => Verdict::ambiguous(),
+        },
+        BankReply::NotSent(_) => Verdict::not_processed(),
+        BankReply::Lost(_) => Verdict::ambiguous(),
+    }
+}
+
+/// The answer to "did you charge under this key?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inquiry {
+    Found(BankCharge),
+    NotFound,
+    /// The bank could not tell (error, timeout, outage).
+    Unknown(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct BankClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl BankClient {
+    pub fn new(base: &str) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1_024)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(1))
+            .build()?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned() })
+    }
+
+    /// Charges under `bank_key` (the payment id: the same on every attempt).
+    pub async fn charge(&self, bank_key: &str, payment: &CreatePayment, request_id: &str) -> BankReply {
+        let body = json!({
+            "amount": payment.amount,
+            "currency": payment.currency,
+            "card": payment.card,
+            "reference": bank_key,
+        });
+        let request = self
+            .http
+            .post(format!("{}/v1/charges", self.base))
+            .header("Idempotency-Key", bank_key)
+            .header("X-Request-Id", request_id)
+            .json(&body);
+        exchange(request).await
+    }
+
+    /// Refunds `amount` of `charge_id` under `refund_key`.
+    pub async fn refund(&self, charge_id: &str, refund_key: &str, amount: i64, request_id: &str) -> BankReply {
+        let request = self
+            .http
+            .post(format!("{}/v1/charges/{charge_id}/refunds", self.base))
+            .header("Idempotency-Key", refund_key)
+            .header("X-Request-Id", request_id)
+            .json(&json!({ "amount": amount }));
+        exchange(request).await
+    }
+
+    pub async fn get_charge(&self, charge_id: &str, request_id: &str) -> BankReply {
+        let request = self.http.get(format!("{}/v1/charges/{charge_id}", self.base)).header("X-Request-Id", request_id);
+        exchange(request).await
+    }
+
+    /// Status inquiry by the key the gateway charged under, bounded by `timeout`.
+    pub async fn inquire(&self, bank_key: &str, request_id: &str, timeout: Duration) -> Inquiry {
+        let request = self
+            .http
+            .get(format!("{}/v1/charges", self.base))
+            .query(&[("idempotency_key", bank_key)])
+            .header("X-Request-Id", request_id);
+        match tokio::time::timeout(timeout, exchange(request)).await {
+            Err(_) => Inquiry::Unknown("status inquiry timed out".into()),
+            Ok(reply) => match (reply.status(), reply.charge()) {
+                (Some(200), Some(charge)) => Inquiry::Found(charge),
+                (Some(404), _) => Inquiry::NotFound,
+                (Some(status), _) => Inquiry::Unknown(format!("status inquiry answered {status}")),
+                (None, _) => Inquiry::Unknown(format!("status inquiry failed: {reply:?}")),
+            },
+        }
+    }
+}
+
+async fn exchange(request: reqwest::RequestBuilder) -> BankReply {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            match response.bytes().await {
+                Ok(body) => BankReply::Answer { status: status.as_u16(), body, retry_after },
+                // The status line arrived but the body was cut: for an error status nothing more
+                // was coming of importance; for a success the answer is lost.
+                Err(error) if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                    tracing::debug!(%error, status = status.as_u16(), "bank error body was cut short");
+                    BankReply::Answer { status: status.as_u16(), body: bytes::Bytes::new(), retry_after }
+                }
+                Err(error) => BankReply::Lost(error.to_string()),
+            }
+        }
+        Err(error) if error.is_connect() => BankReply::NotSent(error.to_string()),
+        Err(error) => BankReply::Lost(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use resilience::Outcome;
+
+    use super::*;
+
+    fn answer(status: u16) -> BankReply {
+        BankReply::Answer { status, body: bytes::Bytes::new(), retry_after: None }
+    }
+
+    #[test]
+    fn one_classification_for_every_answer() {
+        assert_eq!(classify(&answer(201)).outcome, Outcome::Success);
+        assert_eq!(classify(&answer(402)).outcome, Outcome::Definitive);
+        assert_eq!(classify(&answer(422)).outcome, Outcome::Definitive);
+        assert_eq!(classify(&answer(429)).outcome, Outcome::NotProcessed);
+        assert_eq!(classify(&answer(503)).outcome, Outcome::NotProcessed);
+        assert_eq!(classify(&answer(500)).outcome, Outcome::Ambiguous);
+        assert_eq!(classify(&answer(502)).outcome, Outcome::Ambiguous);
+        assert_eq!(classify(&BankReply::NotSent("refused".into())).outcome, Outcome::NotProcessed);
+        assert_eq!(classify(&BankReply::Lost("reset".into())).outcome, Outcome::Ambiguous);
+    }
+}

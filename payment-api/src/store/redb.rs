@@ -1,0 +1,312 @@
+//! The embedded backend: one redb file. Every change is one write transaction committed with
+//! `Durability::Immediate` (fsynced) before the gateway answers, so an acknowledged payment
+//! survives a kill -9 or a power cut. redb is synchronous, so each operation runs on tokio's
+//! blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use super::{
+    Claim, ClaimRequest, IdempotencyRecord, PaymentFilter, PaymentPage, RecordState, StoreError, StoredResponse,
+    created_micros, decide_claim, due_ms, matches, now_ms,
+};
+use crate::model::{Payment, Refund};
+
+const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("idempotency_records");
+const PAYMENTS: TableDefinition<&str, &str> = TableDefinition::new("payments");
+/// `merchant \x1f created µs (20 digits) \x1f id` → ()
+const BY_MERCHANT: TableDefinition<&str, ()> = TableDefinition::new("payments_by_merchant");
+/// `due ms (20 digits) \x1f id` → ()
+const DUE: TableDefinition<&str, ()> = TableDefinition::new("payments_due");
+
+#[derive(Debug, Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+fn corrupt(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(error.to_string())
+}
+
+fn merchant_key(merchant: &str, micros: i64, id: &str) -> String {
+    // Offset so that negative times still sort correctly as text.
+    format!("{merchant}\x1f{:020}\x1f{id}", (micros as i128 - i64::MIN as i128) as u128)
+}
+
+fn due_key(due_ms: i64, id: &str) -> String {
+    format!("{:020}\x1f{id}", due_ms.max(0))
+}
+
+/// Writes a payment and keeps both indexes in step, inside the caller's transaction.
+fn put_payment(txn: &WriteTransaction, payment: &Payment) -> Result<(), StoreError> {
+    let json = serde_json::to_string(payment).map_err(corrupt)?;
+    let mut payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
+    let old: Option<Payment> = match payments.get(payment.id.as_str()).map_err(unavailable)? {
+        Some(raw) => Some(serde_json::from_str(raw.value()).map_err(corrupt)?),
+        None => None,
+    };
+    payments.insert(payment.id.as_str(), json.as_str()).map_err(unavailable)?;
+    let mut due = txn.open_table(DUE).map_err(unavailable)?;
+    if let Some(old_due) = old.as_ref().and_then(due_ms) {
+        due.remove(due_key(old_due, &payment.id).as_str()).map_err(unavailable)?;
+    }
+    if let Some(new_due) = due_ms(payment) {
+        due.insert(due_key(new_due, &payment.id).as_str(), ()).map_err(unavailable)?;
+    }
+    let mut by_merchant = txn.open_table(BY_MERCHANT).map_err(unavailable)?;
+    let key = merchant_key(&payment.merchant_id, created_micros(payment), &payment.id);
+    by_merchant.insert(key.as_str(), ()).map_err(unavailable)?;
+    Ok(())
+}
+
+fn read_record(txn: &WriteTransaction, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let records = txn.open_table(RECORDS).map_err(unavailable)?;
+    let raw = records.get(key).map_err(unavailable)?;
+    raw.map(|raw| serde_json::from_str(raw.value()).map_err(corrupt)).transpose()
+}
+
+fn write_record(txn: &WriteTransaction, key: &str, record: &IdempotencyRecord) -> Result<(), StoreError> {
+    let json = serde_json::to_string(record).map_err(corrupt)?;
+    txn.open_table(RECORDS).map_err(unavailable)?.insert(key, json.as_str()).map_err(unavailable)?;
+    Ok(())
+}
+
+impl RedbStore {
+    pub async fn open(path: &str) -> Result<Self, StoreError> {
+        if path.is_empty() {
+            return Err(StoreError::InvalidUrl("redb: needs a file path, as in redb:data/payments.redb".into()));
+        }
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = Path::new(&path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(unavailable)?;
+            }
+            let db = Database::create(&path).map_err(unavailable)?;
+            let txn = db.begin_write().map_err(unavailable)?;
+            txn.open_table(RECORDS).map_err(unavailable)?;
+            txn.open_table(PAYMENTS).map_err(unavailable)?;
+            txn.open_table(BY_MERCHANT).map_err(unavailable)?;
+            txn.open_table(DUE).map_err(unavailable)?;
+            txn.commit().map_err(unavailable)?;
+            Ok(Self { db: Arc::new(db) })
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    /// Runs `work` in one write transaction and commits it durably.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let value = work(&txn)?;
+            txn.commit().map_err(unavailable)?;
+            Ok(value)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(unavailable)?;
+            work(&txn)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    pub async fn claim(&self, request: ClaimRequest<'_>) -> Result<Claim, StoreError> {
+        let key = request.key.to_owned();
+        let fingerprint = request.fingerprint.to_owned();
+        let owner = request.owner.to_owned();
+        let resource_id = request.resource_id.to_owned();
+        let (lease, retention) = (request.lease, request.retention);
+        let insert = request.insert.cloned();
+        self.write(move |txn| {
+            let request = ClaimRequest {
+                key: &key,
+                fingerprint: &fingerprint,
+                owner: &owner,
+                resource_id: &resource_id,
+                lease,
+                retention,
+                insert: insert.as_ref(),
+            };
+            let existing = read_record(txn, &key)?;
+            let (claim, record) = decide_claim(existing.as_ref(), &request, now_ms());
+            if let Some(record) = record {
+                write_record(txn, &key, &record)?;
+            }
+            if claim == Claim::Fresh
+                && let Some(payment) = &insert
+            {
+                put_payment(txn, payment)?;
+            }
+            Ok(claim)
+        })
+        .await
+    }
+
+    pub async fn finish(
+        &self,
+        key: &str,
+        resource_id: &str,
+        response: &StoredResponse,
+        retention: Duration,
+        payment: Option<&Payment>,
+    ) -> Result<(), StoreError> {
+        let (key, resource_id, response, payment) =
+            (key.to_owned(), resource_id.to_owned(), response.clone(), payment.cloned());
+        self.write(move |txn| {
+            if let Some(mut record) = read_record(txn, &key)?
+                && record.resource_id == resource_id
+            {
+                record.state = RecordState::Done { response };
+                record.expires_at_ms = now_ms() + retention.as_millis() as i64;
+                write_record(txn, &key, &record)?;
+            }
+            if let Some(payment) = &payment {
+                put_payment(txn, payment)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn release(&self, key: &str, resource_id: &str, payment: Option<&Payment>) -> Result<(), StoreError> {
+        let (key, resource_id, payment) = (key.to_owned(), resource_id.to_owned(), payment.cloned());
+        self.write(move |txn| {
+            let ours = read_record(txn, &key)?.is_some_and(|r| r.resource_id == resource_id && !r.is_final());
+            if ours {
+                txn.open_table(RECORDS).map_err(unavailable)?.remove(key.as_str()).map_err(unavailable)?;
+            }
+            if let Some(payment) = &payment {
+                put_payment(txn, payment)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn put_payment(&self, payment: &Payment) -> Result<(), StoreError> {
+        let payment = payment.clone();
+        self.write(move |txn| put_payment(txn, &payment)).await
+    }
+
+    pub async fn get_payment(&self, id: &str) -> Result<Option<Payment>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |txn| {
+            let payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
+            let raw = payments.get(id.as_str()).map_err(unavailable)?;
+            raw.map(|raw| serde_json::from_str(raw.value()).map_err(corrupt)).transpose()
+        })
+        .await
+    }
+
+    pub async fn list_payments(&self, merchant: &str, filter: &PaymentFilter) -> Result<PaymentPage, StoreError> {
+        let (merchant, filter) = (merchant.to_owned(), filter.clone());
+        self.read(move |txn| {
+            let payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
+            let load = |id: &str| -> Result<Option<Payment>, StoreError> {
+                let raw = payments.get(id).map_err(unavailable)?;
+                raw.map(|raw| serde_json::from_str(raw.value()).map_err(corrupt)).transpose()
+            };
+            let lower = format!("{merchant}\x1f");
+            let upper = match &filter.starting_after {
+                Some(id) => match load(id)? {
+                    Some(cursor) if cursor.merchant_id == merchant => {
+                        merchant_key(&merchant, created_micros(&cursor), &cursor.id)
+                    }
+                    _ => return Ok(PaymentPage::default()),
+                },
+                None => format!("{merchant}\x1f\x7f"),
+            };
+            let index = txn.open_table(BY_MERCHANT).map_err(unavailable)?;
+            let mut page = PaymentPage::default();
+            for entry in index.range(lower.as_str()..upper.as_str()).map_err(unavailable)?.rev() {
+                let (key, _) = entry.map_err(unavailable)?;
+                let Some(id) = key.value().rsplit('\x1f').next().map(str::to_owned) else { continue };
+                let Some(payment) = load(&id)? else { continue };
+                if !matches(&payment, &filter) {
+                    continue;
+                }
+                if page.payments.len() == filter.limit {
+                    page.has_more = true;
+                    break;
+                }
+                page.payments.push(payment);
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    pub async fn due_payments(&self, now_ms: i64, limit: usize) -> Result<Vec<Payment>, StoreError> {
+        self.read(move |txn| {
+            let due = txn.open_table(DUE).map_err(unavailable)?;
+            let payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
+            let upper = due_key(now_ms.saturating_add(1), "");
+            let mut found = Vec::new();
+            for entry in due.range(..upper.as_str()).map_err(unavailable)? {
+                if found.len() == limit {
+                    break;
+                }
+                let (key, _) = entry.map_err(unavailable)?;
+                let Some(id) = key.value().split('\x1f').nth(1).map(str::to_owned) else { continue };
+                if let Some(raw) = payments.get(id.as_str()).map_err(unavailable)? {
+                    found.push(serde_json::from_str(raw.value()).map_err(corrupt)?);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    pub async fn apply_refund(&self, payment_id: &str, refund: &Refund) -> Result<Option<Payment>, StoreError> {
+        let (payment_id, refund) = (payment_id.to_owned(), refund.clone());
+        self.write(move |txn| {
+            let raw = {
+                let payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
+                let raw = payments.get(payment_id.as_str()).map_err(unavailable)?;
+                raw.map(|raw| raw.value().to_owned())
+            };
+            let Some(raw) = raw else { return Ok(None) };
+            let mut payment: Payment = serde_json::from_str(&raw).map_err(corrupt)?;
+            payment.apply_refund(refund);
+            put_payment(txn, &payment)?;
+            Ok(Some(payment))
+        })
+        .await
+    }
+
+    pub async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |txn| {
+            let records = txn.open_table(RECORDS).map_err(unavailable)?;
+            let raw = records.get(key.as_str()).map_err(unavailable)?;
+            let record: Option<IdempotencyRecord> =
+                raw.map(|raw| serde_json::from_str(raw.value()).map_err(corrupt)).transpose()?;
+            Ok(record.filter(|r| r.expires_at_ms > now_ms()))
+        })
+        .await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|txn| txn.open_table(RECORDS).map(drop).map_err(unavailable)).await
+    }
+}

@@ -1,0 +1,429 @@
+//! The shared backend: Redis, for several gateway instances at once. Every step that touches more
+//! than one key is one Lua script, so it is atomic, and lease times come from Redis's own clock
+//! (`TIME`), so instances with skewed clocks agree on when a lease expired.
+//!
+//! Keys: `rp:idem:<scoped key>` (the record, JSON, expiring after the retention period),
+//! `rp:pay:<id>` (the payment, JSON), `rp:merchant:<id>` (sorted set of payment ids by creation
+//! time) and `rp:due` (sorted set of processing payment ids by when they are due).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use serde::Deserialize;
+
+use super::{
+    Claim, ClaimRequest, IdempotencyRecord, PaymentFilter, PaymentPage, RecordState, StoreError, StoredResponse,
+    created_micros, due_ms, matches,
+};
+use crate::model::{Payment, Refund};
+
+const PUT_PAYMENT_FN: &str = r"
+local function put_payment(pay_key, merchant_key, due_key, id, json, created_score, due_score)
+  redis.call('SET', pay_key, json)
+  redis.call('ZADD', merchant_key, created_score, id)
+  if due_score ~= '' then
+    redis.call('ZADD', due_key, due_score, id)
+  else
+    redis.call('ZREM', due_key, id)
+  end
+end
+";
+
+/// KEYS: record, payment, merchant index, due index.
+/// ARGV: fingerprint, owner, lease ms, retention ms, resource id, payment JSON or '', payment id,
+/// created score, due score or ''.
+const CLAIM: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local raw = redis.call('GET', KEYS[1])
+if not raw then
+  local record = {fingerprint = ARGV[1], resource_id = ARGV[5], owner = ARGV[2],
+                  lease_until_ms = now + tonumber(ARGV[3]), done = false, status = 0, body = ''}
+  redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[4])
+  if ARGV[6] ~= '' then
+    put_payment(KEYS[2], KEYS[3], KEYS[4], ARGV[7], ARGV[6], ARGV[8], ARGV[9])
+  end
+  return {'fresh'}
+end
+local record = cjson.decode(raw)
+if record.fingerprint ~= ARGV[1] then return {'mismatch'} end
+if record.done then return {'replay', tostring(record.status), record.body} end
+if record.lease_until_ms > now then return {'in_use', tostring(record.lease_until_ms - now)} end
+record.owner = ARGV[2]
+record.lease_until_ms = now + tonumber(ARGV[3])
+redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
+return {'taken_over', record.resource_id}
+";
+
+/// KEYS: record, payment, merchant index, due index.
+/// ARGV: resource id, status, body, retention ms, payment JSON or '', payment id, created score,
+/// due score or ''.
+const FINISH: &str = r"
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local record = cjson.decode(raw)
+  if record.resource_id == ARGV[1] then
+    record.done = true
+    record.status = tonumber(ARGV[2])
+    record.body = ARGV[3]
+    record.lease_until_ms = 0
+    redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[4])
+  end
+end
+if ARGV[5] ~= '' then
+  put_payment(KEYS[2], KEYS[3], KEYS[4], ARGV[6], ARGV[5], ARGV[7], ARGV[8])
+end
+return 1
+";
+
+/// KEYS: record, payment, merchant index, due index.
+/// ARGV: resource id, payment JSON or '', payment id, created score, due score or ''.
+const RELEASE: &str = r"
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local record = cjson.decode(raw)
+  if record.resource_id == ARGV[1] and (not record.done or record.status == 202) then
+    redis.call('DEL', KEYS[1])
+  end
+end
+if ARGV[2] ~= '' then
+  put_payment(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[2], ARGV[4], ARGV[5])
+end
+return 1
+";
+
+/// Compare-and-set of a payment. KEYS: payment, merchant index, due index.
+/// ARGV: expected JSON ('' for none), new JSON, payment id, created score, due score or ''.
+const PUT_PAYMENT_IF: &str = r"
+local current = redis.call('GET', KEYS[1]) or ''
+if ARGV[1] ~= '*' and current ~= ARGV[1] then return 0 end
+put_payment(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[2], ARGV[4], ARGV[5])
+return 1
+";
+
+const DUE_KEY: &str = "rp:due";
+/// How many index entries one listing may walk through before giving up on finding more matches.
+const MAX_SCAN: usize = 10_000;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    claim: Script,
+    finish: Script,
+    release: Script,
+    put_if: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+fn corrupt(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(error.to_string())
+}
+
+fn record_key(key: &str) -> String {
+    format!("rp:idem:{key}")
+}
+
+fn payment_key(id: &str) -> String {
+    format!("rp:pay:{id}")
+}
+
+fn merchant_key(merchant: &str) -> String {
+    format!("rp:merchant:{merchant}")
+}
+
+/// The arguments `put_payment` takes: JSON, id, created score, due score.
+fn payment_args(payment: Option<&Payment>) -> Result<[String; 4], StoreError> {
+    let Some(payment) = payment else { return Ok(Default::default()) };
+    Ok([
+        serde_json::to_string(payment).map_err(corrupt)?,
+        payment.id.clone(),
+        created_micros(payment).to_string(),
+        due_ms(payment).map(|d| d.to_string()).unwrap_or_default(),
+    ])
+}
+
+/// Keys `put_payment` touches (the first two are placeholders when there is no payment).
+fn payment_keys(payment: Option<&Payment>) -> [String; 3] {
+    match payment {
+        Some(p) => [payment_key(&p.id), merchant_key(&p.merchant_id), DUE_KEY.to_owned()],
+        None => ["rp:pay:-".to_owned(), "rp:merchant:-".to_owned(), DUE_KEY.to_owned()],
+    }
+}
+
+/// The record as the Lua scripts write it.
+#[derive(Deserialize)]
+struct LuaRecord {
+    fingerprint: String,
+    resource_id: String,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    lease_until_ms: f64,
+    #[serde(default)]
+    done: bool,
+    #[serde(default)]
+    status: f64,
+    #[serde(default)]
+    body: String,
+}
+
+impl RedisStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        // Short timeouts: when Redis is gone, answer 503 quickly instead of holding requests.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
+        let script = |body: &str| Script::new(&format!("{PUT_PAYMENT_FN}\n{body}"));
+        Ok(Self {
+            connection,
+            claim: script(CLAIM),
+            finish: script(FINISH),
+            release: script(RELEASE),
+            put_if: script(PUT_PAYMENT_IF),
+        })
+    }
+
+    pub async fn claim(&self, request: ClaimRequest<'_>) -> Result<Claim, StoreError> {
+        let [json, id, created, due] = payment_args(request.insert)?;
+        let [pay, merchant, due_index] = payment_keys(request.insert);
+        let reply: Vec<String> = self
+            .claim
+            .key(record_key(request.key))
+            .key(pay)
+            .key(merchant)
+            .key(due_index)
+            .arg(request.fingerprint)
+            .arg(request.owner)
+            .arg(request.lease.as_millis() as u64)
+            .arg(request.retention.as_millis() as u64)
+            .arg(request.resource_id)
+            .arg(json)
+            .arg(id)
+            .arg(created)
+            .arg(due)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        match reply.as_slice() {
+            [fresh] if fresh == "fresh" => Ok(Claim::Fresh),
+            [mismatch] if mismatch == "mismatch" => Ok(Claim::Mismatch),
+            [replay, status, body] if replay == "replay" => {
+                Ok(Claim::Replay(StoredResponse { status: status.parse().map_err(corrupt)?, body: body.clone() }))
+            }
+            [in_use, ms] if in_use == "in_use" => {
+                Ok(Claim::InUse { retry_after: Duration::from_millis(ms.parse().map_err(corrupt)?) })
+            }
+            [taken, resource_id] if taken == "taken_over" => Ok(Claim::TakeOver { resource_id: resource_id.clone() }),
+            other => Err(corrupt(format!("unexpected claim reply {other:?}"))),
+        }
+    }
+
+    pub async fn finish(
+        &self,
+        key: &str,
+        resource_id: &str,
+        response: &StoredResponse,
+        retention: Duration,
+        payment: Option<&Payment>,
+    ) -> Result<(), StoreError> {
+        let [json, id, created, due] = payment_args(payment)?;
+        let [pay, merchant, due_index] = payment_keys(payment);
+        let _: i64 = self
+            .finish
+            .key(record_key(key))
+            .key(pay)
+            .key(merchant)
+            .key(due_index)
+            .arg(resource_id)
+            .arg(response.status)
+            .arg(&response.body)
+            .arg(retention.as_millis() as u64)
+            .arg(json)
+            .arg(id)
+            .arg(created)
+            .arg(due)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn release(&self, key: &str, resource_id: &str, payment: Option<&Payment>) -> Result<(), StoreError> {
+        let [json, id, created, due] = payment_args(payment)?;
+        let [pay, merchant, due_index] = payment_keys(payment);
+        let _: i64 = self
+            .release
+            .key(record_key(key))
+            .key(pay)
+            .key(merchant)
+            .key(due_index)
+            .arg(resource_id)
+            .arg(json)
+            .arg(id)
+            .arg(created)
+            .arg(due)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Writes `payment` if the stored JSON is still `expected` (`None`: whatever it is).
+    async fn put_payment_if(&self, payment: &Payment, expected: Option<&str>) -> Result<bool, StoreError> {
+        let [json, id, created, due] = payment_args(Some(payment))?;
+        let [pay, merchant, due_index] = payment_keys(Some(payment));
+        let written: i64 = self
+            .put_if
+            .key(pay)
+            .key(merchant)
+            .key(due_index)
+            .arg(expected.unwrap_or("*"))
+            .arg(json)
+            .arg(id)
+            .arg(created)
+            .arg(due)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(written == 1)
+    }
+
+    pub async fn put_payment(&self, payment: &Payment) -> Result<(), StoreError> {
+        self.put_payment_if(payment, None).await.map(drop)
+    }
+
+    async fn get_raw(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.connection.clone().get(payment_key(id)).await.map_err(unavailable)
+    }
+
+    pub async fn get_payment(&self, id: &str) -> Result<Option<Payment>, StoreError> {
+        self.get_raw(id).await?.map(|raw| serde_json::from_str(&raw).map_err(corrupt)).transpose()
+    }
+
+    async fn load_many(&self, ids: &[String]) -> Result<Vec<Payment>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| payment_key(id)).collect();
+        let raws: Vec<Option<String>> = self.connection.clone().mget(keys).await.map_err(unavailable)?;
+        raws.into_iter().flatten().map(|raw| serde_json::from_str(&raw).map_err(corrupt)).collect()
+    }
+
+    pub async fn list_payments(&self, merchant: &str, filter: &PaymentFilter) -> Result<PaymentPage, StoreError> {
+        let index = merchant_key(merchant);
+        let (max, mut skip_until) = match &filter.starting_after {
+            Some(cursor) => match self.get_payment(cursor).await? {
+                Some(c) if c.merchant_id == merchant => (created_micros(&c).to_string(), Some(c.id)),
+                _ => return Ok(PaymentPage::default()),
+            },
+            None => ("+inf".to_owned(), None),
+        };
+        let mut page = PaymentPage::default();
+        let mut offset = 0;
+        let chunk = 200;
+        while offset < MAX_SCAN {
+            let ids: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(&index)
+                .arg(&max)
+                .arg("-inf")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(chunk)
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(unavailable)?;
+            if ids.is_empty() {
+                break;
+            }
+            offset += ids.len();
+            let ids: Vec<String> = ids
+                .into_iter()
+                .filter(|id| match &skip_until {
+                    Some(cursor) if id == cursor => {
+                        skip_until = None;
+                        false
+                    }
+                    Some(_) => false,
+                    None => true,
+                })
+                .collect();
+            for payment in self.load_many(&ids).await? {
+                if !matches(&payment, filter) {
+                    continue;
+                }
+                if page.payments.len() == filter.limit {
+                    page.has_more = true;
+                    return Ok(page);
+                }
+                page.payments.push(payment);
+            }
+        }
+        Ok(page)
+    }
+
+    pub async fn due_payments(&self, now_ms: i64, limit: usize) -> Result<Vec<Payment>, StoreError> {
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(DUE_KEY)
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        self.load_many(&ids).await
+    }
+
+    pub async fn apply_refund(&self, payment_id: &str, refund: &Refund) -> Result<Option<Payment>, StoreError> {
+        // Optimistic: read, apply, write only if nobody changed the payment meanwhile; else again.
+        for _ in 0..32 {
+            let Some(raw) = self.get_raw(payment_id).await? else { return Ok(None) };
+            let mut payment: Payment = serde_json::from_str(&raw).map_err(corrupt)?;
+            payment.apply_refund(refund.clone());
+            if self.put_payment_if(&payment, Some(&raw)).await? {
+                return Ok(Some(payment));
+            }
+        }
+        Err(StoreError::Unavailable(format!("payment {payment_id} kept changing; refund not recorded")))
+    }
+
+    pub async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let key = record_key(key);
+        let mut connection = self.connection.clone();
+        let raw: Option<String> = connection.get(&key).await.map_err(unavailable)?;
+        let Some(raw) = raw else { return Ok(None) };
+        let ttl_ms: i64 = connection.pttl(&key).await.map_err(unavailable)?;
+        let lua: LuaRecord = serde_json::from_str(&raw).map_err(corrupt)?;
+        let state = if lua.done {
+            RecordState::Done { response: StoredResponse { status: lua.status as u16, body: lua.body } }
+        } else {
+            RecordState::InFlight { owner: lua.owner.unwrap_or_default(), lease_until_ms: lua.lease_until_ms as i64 }
+        };
+        Ok(Some(IdempotencyRecord {
+            fingerprint: lua.fingerprint,
+            resource_id: lua.resource_id,
+            state,
+            expires_at_ms: super::now_ms() + ttl_ms.max(0),
+        }))
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.connection.clone()).await.map_err(unavailable)?;
+        Ok(())
+    }
+}
