@@ -1,0 +1,215 @@
+//! One contract, three backends: the same scenarios run against the memory, redb and Redis stores.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::time::Duration;
+
+use chrono::Utc;
+use payment_api::model::{CardSummary, Payment, PaymentStatus, Refund};
+use payment_api::store::{Claim, ClaimRequest, PaymentFilter, RecordState, Store, StoredResponse};
+use tests::{RedisServer, wait_for};
+
+fn payment(id: &str, merchant: &str, order: &str) -> Payment {
+    let now = Utc::now();
+    Payment {
+        id: id.to_owned(),
+        status: PaymentStatus::Processing,
+        amount: 1_000,
+        currency: "USD".into(),
+        order_id: Some(order.to_owned()),
+        description: None,
+        metadata: Default::default(),
+        card: CardSummary { brand: "visa".into(), last4: "4242".into() },
+        decline_code: None,
+        failure_reason: None,
+        bank_charge_id: None,
+        attempts: 0,
+        refunded_amount: 0,
+        refunds: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        merchant_id: merchant.to_owned(),
+        idempotency_key: format!("key-of-{id}"),
+        reconcile_after: Some(now + Duration::from_secs(3600)),
+    }
+}
+
+fn claim<'a>(key: &'a str, fingerprint: &'a str, resource: &'a str, insert: Option<&'a Payment>) -> ClaimRequest<'a> {
+    ClaimRequest {
+        key,
+        fingerprint,
+        owner: "test-owner",
+        resource_id: resource,
+        lease: Duration::from_secs(30),
+        retention: Duration::from_secs(3600),
+        insert,
+    }
+}
+
+fn answer(status: u16) -> StoredResponse {
+    StoredResponse { status, body: format!("{{\"status\":{status}}}") }
+}
+
+/// Every rule of the contract, against one store.
+async fn contract(store: Store) {
+    let tag = store.kind();
+    let p1 = payment(&format!("pay_{tag}_1"), "m1", "o1");
+
+    // A new key creates the record and the payment together.
+    assert_eq!(store.claim(claim("m1:payment:a", "fp-a", &p1.id, Some(&p1))).await.unwrap(), Claim::Fresh, "{tag}");
+    assert_eq!(store.get_payment(&p1.id).await.unwrap().as_ref(), Some(&p1), "{tag}");
+    let record = store.record("m1:payment:a").await.unwrap().unwrap();
+    assert!(matches!(record.state, RecordState::InFlight { .. }), "{tag}");
+    assert_eq!(record.resource_id, p1.id);
+
+    // While the lease lives: in use; another body: mismatch.
+    match store.claim(claim("m1:payment:a", "fp-a", "pay_other", None)).await.unwrap() {
+        Claim::InUse { retry_after } => assert!(retry_after <= Duration::from_secs(30), "{tag}"),
+        other => panic!("{tag}: {other:?}"),
+    }
+    assert_eq!(store.claim(claim("m1:payment:a", "fp-b", "pay_other", None)).await.unwrap(), Claim::Mismatch, "{tag}");
+
+    // Finished: replayed, and the payment is updated in the same step.
+    let mut done = p1.clone();
+    done.status = PaymentStatus::Succeeded;
+    done.reconcile_after = None;
+    store.finish("m1:payment:a", &p1.id, &answer(201), Duration::from_secs(3600), Some(&done)).await.unwrap();
+    assert_eq!(
+        store.claim(claim("m1:payment:a", "fp-a", "x", None)).await.unwrap(),
+        Claim::Replay(answer(201)),
+        "{tag}"
+    );
+    assert_eq!(store.get_payment(&p1.id).await.unwrap().unwrap().status, PaymentStatus::Succeeded);
+    // A final answer is never released.
+    store.release("m1:payment:a", &p1.id, None).await.unwrap();
+    assert_eq!(
+        store.claim(claim("m1:payment:a", "fp-a", "x", None)).await.unwrap(),
+        Claim::Replay(answer(201)),
+        "{tag}"
+    );
+
+    // Release frees an in-flight key, but only for the resource that holds it.
+    let p2 = payment(&format!("pay_{tag}_2"), "m1", "o2");
+    store.claim(claim("m1:payment:b", "fp-b", &p2.id, Some(&p2))).await.unwrap();
+    store.release("m1:payment:b", "pay_someone_else", None).await.unwrap();
+    assert!(
+        matches!(store.claim(claim("m1:payment:b", "fp-b", "y", None)).await.unwrap(), Claim::InUse { .. }),
+        "{tag}"
+    );
+    let mut failed = p2.clone();
+    failed.status = PaymentStatus::Failed;
+    failed.reconcile_after = None;
+    store.release("m1:payment:b", &p2.id, Some(&failed)).await.unwrap();
+    assert_eq!(store.get_payment(&p2.id).await.unwrap().unwrap().status, PaymentStatus::Failed);
+    let p3 = payment(&format!("pay_{tag}_3"), "m1", "o2");
+    assert_eq!(store.claim(claim("m1:payment:b", "fp-b", &p3.id, Some(&p3))).await.unwrap(), Claim::Fresh, "{tag}");
+
+    // A stored 202 (processing) can still be released.
+    store.finish("m1:payment:b", &p3.id, &answer(202), Duration::from_secs(3600), None).await.unwrap();
+    store.release("m1:payment:b", &p3.id, None).await.unwrap();
+    assert_eq!(store.record("m1:payment:b").await.unwrap(), None, "{tag}");
+
+    // An expired lease is taken over, naming the payment to finish.
+    let p4 = payment(&format!("pay_{tag}_4"), "m1", "o4");
+    let short = ClaimRequest { lease: Duration::from_millis(50), ..claim("m1:payment:c", "fp-c", &p4.id, Some(&p4)) };
+    assert_eq!(store.claim(short).await.unwrap(), Claim::Fresh);
+    let taken = wait_for("the lease to expire", Duration::from_secs(5), || async {
+        match store.claim(claim("m1:payment:c", "fp-c", "pay_new", None)).await.unwrap() {
+            Claim::TakeOver { resource_id } => Some(resource_id),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(taken, p4.id, "{tag}");
+
+    // Keys of another merchant are other keys; records expire after the retention period.
+    let other = ClaimRequest { retention: Duration::from_millis(100), ..claim("m2:payment:a", "fp-a", "pay_m2", None) };
+    assert_eq!(store.claim(other).await.unwrap(), Claim::Fresh, "{tag}");
+    store.finish("m2:payment:a", "pay_m2", &answer(201), Duration::from_millis(100), None).await.unwrap();
+    wait_for("the record to expire", Duration::from_secs(5), || async {
+        (store.claim(claim("m2:payment:a", "fp-z", "pay_m2b", None)).await.unwrap() == Claim::Fresh).then_some(())
+    })
+    .await;
+
+    // Listing: per merchant, newest first, filters and a cursor.
+    let page = store.list_payments("m1", &PaymentFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let ids: Vec<&str> = page.payments.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, [p4.id.as_str(), p3.id.as_str(), p2.id.as_str(), p1.id.as_str()], "{tag}");
+    let first = store.list_payments("m1", &PaymentFilter { limit: 2, ..Default::default() }).await.unwrap();
+    assert!(first.has_more);
+    let cursor = PaymentFilter { limit: 2, starting_after: Some(p3.id.clone()), ..Default::default() };
+    let next = store.list_payments("m1", &cursor).await.unwrap();
+    assert_eq!(next.payments.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [p2.id.as_str(), p1.id.as_str()]);
+    assert!(!next.has_more, "{tag}");
+    let by_order = PaymentFilter { limit: 10, order_id: Some("o2".into()), ..Default::default() };
+    assert_eq!(store.list_payments("m1", &by_order).await.unwrap().payments.len(), 2, "{tag}");
+    let by_status = PaymentFilter { limit: 10, status: Some(PaymentStatus::Failed), ..Default::default() };
+    assert_eq!(store.list_payments("m1", &by_status).await.unwrap().payments.len(), 1, "{tag}");
+    assert!(
+        store
+            .list_payments("m2", &PaymentFilter { limit: 10, ..Default::default() })
+            .await
+            .unwrap()
+            .payments
+            .is_empty()
+    );
+
+    // The reconciler's view: processing payments once due, oldest first, and no others.
+    let mut due_now = p4.clone();
+    due_now.reconcile_after = Some(Utc::now() - Duration::from_secs(1));
+    store.put_payment(&due_now).await.unwrap();
+    let due: Vec<String> =
+        store.due_payments(payment_api::store::now_ms(), 10).await.unwrap().into_iter().map(|p| p.id).collect();
+    assert_eq!(due, [p4.id.clone()], "{tag}");
+
+    // A refund is applied once, atomically, and updates the status.
+    let mut paid = p1.clone();
+    paid.status = PaymentStatus::Succeeded;
+    paid.reconcile_after = None;
+    store.put_payment(&paid).await.unwrap();
+    let refund = Refund {
+        id: "re_1".into(),
+        object: "refund".into(),
+        payment_id: p1.id.clone(),
+        amount: 400,
+        status: "succeeded".into(),
+        bank_refund_id: None,
+        created_at: Utc::now(),
+    };
+    for _ in 0..2 {
+        let updated = store.apply_refund(&p1.id, &refund).await.unwrap().unwrap();
+        assert_eq!((updated.refunded_amount, updated.status), (400, PaymentStatus::PartiallyRefunded), "{tag}");
+    }
+    assert_eq!(store.apply_refund("pay_missing", &refund).await.unwrap(), None);
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_store_keeps_the_contract() {
+    contract(Store::open("memory").await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn redb_store_keeps_the_contract_and_survives_reopening() {
+    let dir = std::env::temp_dir().join(format!("rp-redb-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
+    let path = dir.join("store.redb");
+    let location = format!("redb:{}", path.display());
+    contract(Store::open(&location).await.unwrap()).await;
+    // Everything written is there after reopening the file.
+    let reopened = Store::open(&location).await.unwrap();
+    assert_eq!(reopened.claim(claim("m1:payment:a", "fp-a", "x", None)).await.unwrap(), Claim::Replay(answer(201)));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn redis_store_keeps_the_contract() {
+    let Some(redis) = RedisServer::start("redis_store_keeps_the_contract").await else { return };
+    contract(Store::open(&redis.url()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn an_unknown_store_location_is_refused() {
+    for location in ["postgres://x", "redb:", "nothing"] {
+        assert!(Store::open(location).await.is_err(), "{location}");
+    }
+}
