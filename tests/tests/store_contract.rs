@@ -160,7 +160,7 @@ async fn contract(store: Store) {
     store.put_payment(&due_now).await.unwrap();
     let due: Vec<String> =
         store.due_payments(payment_api::store::now_ms(), 10).await.unwrap().into_iter().map(|p| p.id).collect();
-    assert_eq!(due, [p4.id.clone()], "{tag}");
+    assert_eq!(due, std::slice::from_ref(&p4.id), "{tag}");
 
     // A refund is applied once, atomically, and updates the status.
     let mut paid = p1.clone();
