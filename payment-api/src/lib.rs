@@ -53,6 +53,35 @@ impl App {
     }
 }
 
+/// The binary: configuration from the command line and environment, logs, the listener, and
+/// shutdown on Ctrl-C or SIGTERM.
+pub async fn serve_cli() -> anyhow::Result<()> {
+    use clap::Parser;
+    let config = Config::parse();
+    telemetry::init(&config.log, config.log_format)?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    run(config, listener, shutdown_signal()).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            let _ = interrupt.await;
+            return;
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
 /// Serves the gateway on `listener` until `shutdown` resolves; the reconciler runs alongside.
 pub async fn run(
     config: Config,

@@ -1,0 +1,134 @@
+//! kill -9 the gateway while payments are in flight at the bank, restart it on the same embedded
+//! store, and check that every payment settles and none is charged twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tests::{MERCHANT_A, TestBank, payment_body, wait_for};
+
+const APPROVE: &str = "4242424242424242";
+
+/// The gateway as its own process, killed when dropped.
+struct GatewayProcess {
+    child: Child,
+    url: String,
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_gateway(bank_url: &str, store: &str) -> GatewayProcess {
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway-under-test"))
+        .args(["--listen", &addr.to_string(), "--bank-url", bank_url, "--store", store])
+        .args(["--api-keys", &format!("{}:{}", MERCHANT_A.0, MERCHANT_A.1)])
+        .args(["--fingerprint-key", "crash-test-fingerprint-key"])
+        .args(["--attempt-timeout-ms", "500", "--deadline-ms", "1500", "--lease-ms", "2000"])
+        .args(["--reconcile-interval-ms", "100", "--commit-window-ms", "3000", "--log", "warn"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the gateway process");
+    let gateway = GatewayProcess { child, url: format!("http://{addr}") };
+    let client = reqwest::Client::new();
+    wait_for("the gateway process to be ready", Duration::from_secs(20), || async {
+        let ready = client.get(format!("{}/readyz", gateway.url)).send().await;
+        ready.ok().filter(|r| r.status().is_success()).map(drop)
+    })
+    .await;
+    gateway
+}
+
+async fn pay(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{url}/v1/payments"))
+        .bearer_auth(MERCHANT_A.1)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+}
+
+#[tokio::test]
+async fn a_gateway_killed_mid_flight_loses_nothing_and_charges_nothing_twice() {
+    let bank = TestBank::start().await;
+    // Half the charges hang at the bank and commit after the gateway is dead; the others are
+    // still waiting out their latency when it dies, and the bank never processes them.
+    bank.patch_chaos(json!({"timeout_rate": 0.5, "hang_ms": 600, "latency": {"base_ms": 300}, "seed": 3})).await;
+    let dir = std::env::temp_dir().join(format!("rp-crash-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
+    let store = format!("redb:{}", dir.join("gateway.redb").display());
+
+    let gateway = start_gateway(&bank.url, &store).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let keys: Vec<String> = (0..20).map(|i| format!("crash-{i}")).collect();
+    let mut in_flight = Vec::new();
+    for key in &keys {
+        let (client, url, key) = (client.clone(), gateway.url.clone(), key.clone());
+        in_flight
+            .push(tokio::spawn(async move { pay(&client, &url, &key, &payment_body(900, APPROVE, "crash")).await }));
+    }
+    wait_for("every charge to reach the bank", Duration::from_secs(10), || async {
+        (bank.stats().await["requests"].as_u64().unwrap() >= 20).then_some(())
+    })
+    .await;
+    drop(gateway); // kill -9
+    for request in in_flight {
+        assert!(request.await.unwrap().is_err(), "no answer came from the dead gateway");
+    }
+
+    bank.client.post(bank.at("/chaos/presets/healthy")).send().await.unwrap();
+    let gateway = start_gateway(&bank.url, &store).await;
+
+    // Clients retry with the same keys until they get a final answer.
+    let mut answers: HashMap<String, Value> = HashMap::new();
+    for key in &keys {
+        let payment = wait_for("a final answer", Duration::from_secs(20), || async {
+            let response = pay(&client, &gateway.url, key, &payment_body(900, APPROVE, "crash")).await.ok()?;
+            (response.status() == 201).then_some(())?;
+            response.json::<Value>().await.ok()
+        })
+        .await;
+        answers.insert(key.clone(), payment);
+    }
+
+    // Every payment the store holds settles; none stays processing.
+    let all: Vec<Value> = wait_for("every payment to settle", Duration::from_secs(20), || async {
+        let page: Value = client
+            .get(format!("{}/v1/payments?limit=100", gateway.url))
+            .bearer_auth(MERCHANT_A.1)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let data = page["data"].as_array()?.clone();
+        data.iter().all(|p| p["status"] != "processing").then_some(data)
+    })
+    .await;
+
+    // The ledger agrees: one approved charge per key, each belonging to the succeeded payment
+    // the client was given; nothing else charged.
+    let ledger = bank.charges_by_key().await;
+    let approved: Vec<(&String, &Value)> = ledger.iter().filter(|(_, c)| c["status"] == "approved").collect();
+    assert_eq!(approved.len(), keys.len(), "one charge per key");
+    for (key, payment) in &answers {
+        let id = payment["id"].as_str().unwrap();
+        assert_eq!(payment["status"], "succeeded", "{key}");
+        assert_eq!(ledger[id]["status"], "approved", "{key}: the client's payment is the charged one");
+    }
+    for (bank_key, _) in approved {
+        let owner = all.iter().find(|p| p["id"] == bank_key.as_str()).unwrap();
+        assert_eq!(owner["status"], "succeeded", "{bank_key}");
+    }
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(dir);
+}
