@@ -17,7 +17,7 @@ pub mod problem;
 pub mod request_id;
 
 pub use card::{CardInput, CardSummary};
-pub use extract::{JsonBody, OptionalJsonBody, parse_json};
+pub use extract::{JsonBody, OptionalJsonBody, Path, Query, parse_json};
 pub use idempotency::IdempotencyKey;
 pub use problem::{FieldError, Problem};
 pub use request_id::RequestId;

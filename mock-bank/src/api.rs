@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,7 @@ use crate::chaos::{ChaosConfig, PRESET_NAMES, Scenario, preset};
 use crate::fault;
 use crate::ledger::{Charge, ChargeOrder, ChargeStatus, Freshness, LedgerError};
 use http_conventions::card::CardInput;
-use http_conventions::extract::{JsonBody, OptionalJsonBody};
+use http_conventions::extract::{JsonBody, OptionalJsonBody, Path, Query};
 use http_conventions::idempotency::{self, IdempotencyKey};
 use http_conventions::problem::{FieldError, Problem};
 use http_conventions::request_id;

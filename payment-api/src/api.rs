@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_conventions::extract::{JsonBody, OptionalJsonBody};
+use http_conventions::extract::{JsonBody, OptionalJsonBody, Path, Query};
 use http_conventions::idempotency::IdempotencyKey;
 use http_conventions::problem::Problem;
 use http_conventions::request_id::{self, RequestId};

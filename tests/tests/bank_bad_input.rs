@@ -128,6 +128,10 @@ async fn malformed_bodies_keys_and_headers_are_400_413_or_415() {
     expect_problem(wrong_method, 405, "method_not_allowed").await;
     let unknown = bank.client.get(bank.at("/v2/anything")).send().await.unwrap();
     expect_problem(unknown, 404, "not_found").await;
+    let undecodable = bank.client.get(bank.at("/v1/charges?idempotency_key=%FF")).send().await.unwrap();
+    expect_problem(undecodable, 400, "invalid_request").await;
+    let bad_path = bank.client.get(bank.at("/v1/charges/%FF")).send().await.unwrap();
+    expect_problem(bad_path, 400, "invalid_request").await;
 
     assert_eq!(bank.charge_count().await, 0);
 }

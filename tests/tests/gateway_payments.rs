@@ -200,6 +200,11 @@ async fn bad_input_is_4xx_problem_json_and_charges_nothing() {
     assert_eq!(listed.status(), 400);
     let listed = gateway.get_as(MERCHANT_A.1, "/v1/payments?status=paid").await;
     assert_eq!(listed.status(), 400);
+    for path in ["/v1/payments/%FF", "/v1/payments?unknown=1"] {
+        let response = gateway.get_as(MERCHANT_A.1, path).await;
+        assert_eq!(response.status(), 400, "{path}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json", "{path}");
+    }
     assert_eq!(bank.charge_count().await, 0);
 }
 
