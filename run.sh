@@ -3,6 +3,9 @@
 #
 #   ./run.sh               build (release) and start the system in the foreground until Ctrl-C
 #   ./run.sh --headless    the same; there is no dashboard yet to leave out
+#
+# It starts the mock bank, the payment gateway (on Redis when redis-server is installed, else on
+# the embedded store), with keys created under .run/ on first use.
 #   ./run.sh test [ARGS]   run every test (cargo nextest when installed, else cargo test)
 #   ./run.sh bench [bank|resilience]  benchmarks (see README.md)
 #
@@ -52,32 +55,88 @@ port_free() { # host:port
   ! (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null
 }
 
+# Generates the API key, admin key and fingerprint key on first use and keeps them in .run/keys.env.
+ensure_keys() {
+  mkdir -p "$RUN_DIR"
+  local keys="$RUN_DIR/keys.env"
+  if [ ! -f "$keys" ]; then
+    local secret
+    secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    umask 077
+    {
+      echo "API_KEYS=demo:sk_demo_$(secret)"
+      echo "ADMIN_KEY=admin_$(secret)"
+      echo "FINGERPRINT_KEY=fp_$(secret)"
+    } >"$keys"
+    say "Created API keys in .run/keys.env"
+  fi
+  set -a
+  # shellcheck disable=SC1090
+  . "$keys"
+  set +a
+}
+
+# Picks the first free port from $1 upwards.
+free_port_from() {
+  local port=$1
+  while ! port_free "127.0.0.1:$port"; do port=$((port + 1)); done
+  echo "$port"
+}
+
+start_store() {
+  if command -v redis-server >/dev/null 2>&1; then
+    local port
+    port=$(free_port_from 6390)
+    mkdir -p "$RUN_DIR/redis"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$RUN_DIR/redis" --save "" --appendonly yes \
+      >"$RUN_DIR/redis.log" 2>&1 &
+    PIDS+=("$!")
+    local i
+    for i in $(seq 1 50); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+      sleep 0.1
+    done
+    STORE_URL="redis://127.0.0.1:$port/0"
+  else
+    mkdir -p "$RUN_DIR/data"
+    STORE_URL="redb:$RUN_DIR/data/payments.redb"
+  fi
+  export STORE_URL
+}
+
 cmd_start() {
   need curl "Install curl (apt-get install curl)."
-  build_release -p mock-bank
-  mkdir -p "$RUN_DIR"
-  local bank_listen="${BANK_LISTEN:-127.0.0.1:8081}"
+  build_release -p mock-bank -p payment-api
+  ensure_keys
+  local bank_listen="${BANK_LISTEN:-127.0.0.1:8081}" api_listen="${API_LISTEN:-127.0.0.1:8080}"
   port_free "$bank_listen" || die "$bank_listen is already in use; set BANK_LISTEN to another address."
+  port_free "$api_listen" || die "$api_listen is already in use; set API_LISTEN to another address."
+  start_store
   BANK_LISTEN="$bank_listen" "$ROOT/target/release/mock-bank" >"$RUN_DIR/mock-bank.log" 2>&1 &
   PIDS+=("$!")
-  local bank_url="http://$bank_listen"
+  local bank_url="http://$bank_listen" api_url="http://$api_listen"
   wait_healthy "$bank_url" mock-bank
+  API_LISTEN="$api_listen" BANK_URL="$bank_url" "$ROOT/target/release/payment-api" >"$RUN_DIR/payment-api.log" 2>&1 &
+  PIDS+=("$!")
+  wait_healthy "$api_url" payment-api
+  local api_key="${API_KEYS#*:}"
+  api_key="${api_key%%,*}"
   cat <<INFO
 
-  mock-bank   $bank_url      (log: .run/mock-bank.log)
+  payment-api  $api_url     (log: .run/payment-api.log, store: $STORE_URL)
+  mock-bank    $bank_url     (log: .run/mock-bank.log)
+  API key      $api_key     (merchant "demo"; all keys in .run/keys.env)
 
-  Try it:
-    curl -s $bank_url/v1/charges -H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' \\
+  Pay:
+    curl -s $api_url/v1/payments -H "Authorization: Bearer $api_key" -H 'Idempotency-Key: order-1' \\
+      -H 'Content-Type: application/json' \\
       -d '{"amount":1999,"currency":"USD","card":{"number":"4242424242424242","exp_month":12,"exp_year":2030,"cvc":"123"}}'
+  Break the bank:
     curl -s -X POST $bank_url/chaos/presets/flaky
-    curl -s $bank_url/chaos/stats
 
-  The payment gateway and the dashboard join this launcher as they are built.
-  Press Ctrl-C to stop.
+  The dashboard joins this launcher when it is built. Press Ctrl-C to stop.
 INFO
-  tail -n +1 -f "$RUN_DIR/mock-bank.log" &
-  PIDS+=("$!")
-  wait "${PIDS[0]}"
+  wait -n "${PIDS[@]}"
 }
 
 cmd_test() {

@@ -76,3 +76,36 @@ async fn two_gateways_on_one_redis_charge_duplicates_once() {
     }
     assert_eq!(bank.charge_count().await, 10, "ten keys, ten charges, whichever instance answered");
 }
+
+#[tokio::test]
+async fn reconcilers_of_two_instances_settle_each_payment_once() {
+    let Some(redis) = RedisServer::start("reconcilers_of_two_instances").await else { return };
+    let bank = TestBank::start().await;
+    let first = TestGateway::start(TestGateway::config(&bank.url, &redis.url())).await;
+    let second = TestGateway::start(TestGateway::config(&bank.url, &redis.url())).await;
+
+    // Every answer is lost: each payment is left processing, on either instance.
+    bank.patch_chaos(serde_json::json!({"ambiguous_rate": 1.0})).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let gateway = if i % 2 == 0 { &first } else { &second };
+        let response = gateway.pay(&format!("rec-{i}"), &payment_body(800, APPROVE, "rec")).await;
+        assert_eq!(response.status(), 202);
+        ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    bank.patch_chaos(serde_json::json!({"ambiguous_rate": 0.0})).await;
+
+    // Both reconcilers race over the same payments; each settles exactly once at the bank.
+    for id in &ids {
+        wait_for("the payment to settle", Duration::from_secs(15), || async {
+            (first.payment(id).await["status"] == "succeeded").then_some(())
+        })
+        .await;
+        assert_eq!(second.payment(id).await["status"], "succeeded");
+    }
+    for i in 0..6 {
+        let replay = second.pay(&format!("rec-{i}"), &payment_body(800, APPROVE, "rec")).await;
+        assert_eq!(replay.status(), 201, "replays on either instance return the settled outcome");
+    }
+    assert_eq!(bank.charge_count().await, 6);
+}
