@@ -7,12 +7,16 @@ use crate::problem::FieldError;
 
 /// A card as a client sends it. Its `Debug` output shows only the brand and last four digits, so
 /// a stray `?card` in a log line cannot leak the number.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardInput {
+    /// 12 to 19 digits, Luhn-valid.
     pub number: String,
+    /// 1 to 12.
     pub exp_month: u32,
+    /// Four digits, 2000 to 2099.
     pub exp_year: i32,
+    /// 3 or 4 digits.
     pub cvc: String,
 }
 
@@ -44,7 +48,7 @@ impl CardInput {
 }
 
 /// What is kept of a card: enough to show a customer, never enough to charge it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CardSummary {
     pub brand: String,
     pub last4: String,

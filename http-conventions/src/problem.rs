@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// One invalid field of a request, named by its JSON path (`card.number`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -79,16 +79,21 @@ impl Problem {
     }
 }
 
-#[derive(Serialize)]
-struct ProblemBody<'a> {
+/// The problem+json document (RFC 9457) every error answer carries.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemBody<'a> {
+    /// A URI naming the problem type.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    code: &'a str,
+    pub kind: String,
+    pub title: &'a str,
+    pub status: u16,
+    pub detail: &'a str,
+    /// A stable machine code, as `validation_failed` or `circuit_open`.
+    pub code: &'a str,
+    /// For `validation_failed`: every invalid field.
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    errors: &'a [FieldError],
+    pub errors: &'a [FieldError],
 }
 
 impl IntoResponse for Problem {

@@ -116,6 +116,25 @@ pub struct Config {
     #[arg(long, env = "BANK_MAX_CONCURRENCY", default_value_t = 512)]
     pub bank_max_concurrency: usize,
 
+    /// Requests per second each merchant may send (token bucket refill rate).
+    #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value_t = 100.0)]
+    pub rate_limit_per_sec: f64,
+    /// Requests a merchant may send at once (token bucket size).
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+
+    /// Events buffered per `/admin/stream` subscriber; a slower one misses the oldest.
+    #[arg(long, env = "STREAM_BUFFER", default_value_t = 1_024)]
+    pub stream_buffer: usize,
+
+    /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish (ms).
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// Directory of the daily-rolling JSON log files (`payment-api.log.YYYY-MM-DD`); none when unset.
+    #[arg(long, env = "LOG_DIR")]
+    pub log_dir: Option<std::path::PathBuf>,
+
     /// Log filter, in `tracing` env-filter syntax.
     #[arg(long, env = "API_LOG", default_value = "info")]
     pub log: String,
@@ -182,6 +201,7 @@ impl Config {
         args.extend(["--api-keys".into(), keys.join(",")]);
         let mut config = Self::try_parse_from(args).unwrap_or_else(|e| panic!("test config: {e}"));
         config.fingerprint_key = Some("test-fingerprint-key".into());
+        config.admin_key = Some("test-admin-key-0123456789".into());
         config
     }
 
@@ -244,6 +264,12 @@ impl Config {
                 "a persistent store needs FINGERPRINT_KEY (at least {MIN_SECRET_LEN} characters) so that \
                  replays survive restarts"
             ));
+        }
+        if !(self.rate_limit_per_sec.is_finite() && self.rate_limit_per_sec > 0.0) || self.rate_limit_burst == 0 {
+            return Err("RATE_LIMIT_PER_SEC and RATE_LIMIT_BURST must be positive".into());
+        }
+        if self.admin_key.as_ref().is_some_and(|k| k.len() < MIN_SECRET_LEN) {
+            return Err(format!("ADMIN_KEY must be at least {MIN_SECRET_LEN} characters"));
         }
         if self.currencies.iter().any(|c| c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase())) {
             return Err("CURRENCIES must be three-letter upper-case ISO 4217 codes".into());

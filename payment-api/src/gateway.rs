@@ -14,7 +14,9 @@
 //! an attempt that timed out may still be running at the bank and commit later, so such a payment
 //! stays processing until the reconciler finds the charge or the bank's commit window has passed.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -29,6 +31,8 @@ use uuid::Uuid;
 
 use crate::bank::{BankCharge, BankClient, BankReply, Inquiry, classify};
 use crate::config::Config;
+use crate::events::{Events, LatencyWindow, PaymentEvent};
+use crate::metrics::Metrics;
 use crate::model::{CardSummary, CreatePayment, Payment, PaymentStatus, Refund};
 use crate::store::{Claim, ClaimRequest, Store, StoreError, StoredResponse, now_ms, scoped_key};
 
@@ -66,6 +70,11 @@ pub struct Gateway {
     pub bank: BankClient,
     pub guard: Guard,
     pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub events: Arc<Events>,
+    pub latency: LatencyWindow,
+    /// Payment requests being answered now.
+    pub in_flight: AtomicU64,
     fingerprint_key: Vec<u8>,
     /// Names this process in idempotency leases.
     instance: String,
@@ -122,7 +131,7 @@ fn retry_after_secs(wait: Option<Duration>) -> u64 {
 }
 
 impl Gateway {
-    pub fn new(config: &Config, store: Store) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, store: Store, events: Arc<Events>) -> anyhow::Result<Self> {
         let fingerprint_key = match &config.fingerprint_key {
             Some(key) => key.as_bytes().to_vec(),
             None => Uuid::new_v4().as_bytes().to_vec(),
@@ -139,6 +148,10 @@ impl Gateway {
                 reconcile_interval: std::time::Duration::from_millis(config.reconcile_interval_ms),
                 currencies: config.currencies.clone(),
             },
+            metrics: Arc::new(Metrics::default()),
+            events,
+            latency: LatencyWindow::default(),
+            in_flight: AtomicU64::new(0),
             fingerprint_key,
             instance: format!("gw_{}", Uuid::new_v4().simple()),
         })
@@ -158,13 +171,50 @@ impl Gateway {
         format!("{}/{request_id}", self.instance)
     }
 
-    /// `POST /v1/payments`.
+    /// `POST /v1/payments`: answers, and counts what the answer was.
     pub async fn create_payment(
         &self,
         merchant: &str,
         idempotency_key: &str,
         request: CreatePayment,
         request_id: &str,
+    ) -> Result<Answer, Problem> {
+        let started = tokio::time::Instant::now();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = self.answer_payment(merchant, idempotency_key, request, request_id, started).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let outcome = match &result {
+            Ok(answer) if answer.replayed => {
+                self.metrics.idempotent_replays.fetch_add(1, Ordering::Relaxed);
+                "replayed"
+            }
+            Ok(answer) => match answer.status {
+                201 => "succeeded",
+                202 => "processing",
+                _ => "declined",
+            },
+            Err(problem) => problem.code,
+        };
+        match outcome {
+            "idempotency_key_in_use" | "idempotency_key_reused" => {
+                self.metrics.idempotency_conflicts.inc(format!("kind=\"{outcome}\""));
+            }
+            "succeeded" | "processing" | "declined" | "bank_unavailable" | "circuit_open" | "overloaded" => {
+                self.latency.record(started.elapsed());
+            }
+            _ => {}
+        }
+        self.metrics.payment(outcome);
+        result
+    }
+
+    async fn answer_payment(
+        &self,
+        merchant: &str,
+        idempotency_key: &str,
+        request: CreatePayment,
+        request_id: &str,
+        started: tokio::time::Instant,
     ) -> Result<Answer, Problem> {
         request.validate(&self.settings.currencies)?;
         let fingerprint = self.fingerprint(&request.canonical());
@@ -194,30 +244,36 @@ impl Gateway {
         };
         let owner = self.owner(request_id);
         let claim = self
-            .store
-            .claim(ClaimRequest {
-                key: &key,
-                fingerprint: &fingerprint,
-                owner: &owner,
-                resource_id: &payment.id,
-                lease: self.settings.lease,
-                retention: self.settings.retention,
-                insert: Some(&payment),
-            })
+            .timed(
+                "claim",
+                self.store.claim(ClaimRequest {
+                    key: &key,
+                    fingerprint: &fingerprint,
+                    owner: &owner,
+                    resource_id: &payment.id,
+                    lease: self.settings.lease,
+                    retention: self.settings.retention,
+                    insert: Some(&payment),
+                }),
+            )
             .await
             .map_err(|e| store_problem(&e))?;
+        tracing::Span::current().record("payment_id", payment.id.as_str());
         match claim {
-            Claim::Fresh => self.charge(payment, &request, &key, request_id).await,
+            Claim::Fresh => {
+                self.emit(&payment, None);
+                self.charge(payment, &request, &key, request_id, started).await
+            }
             Claim::TakeOver { resource_id } => {
                 let existing = self.store.get_payment(&resource_id).await.map_err(|e| store_problem(&e))?;
                 let payment = existing.unwrap_or(Payment { id: resource_id, ..payment });
                 info!(payment_id = %payment.id, idempotency_key, "taking over a payment whose request died");
                 if payment.is_settled() {
                     let response = response_for(&payment);
-                    self.finish(&key, &payment, &response).await?;
+                    self.finish(&key, &payment, &response, None).await?;
                     return Ok(Answer::replay(response));
                 }
-                self.charge(payment, &request, &key, request_id).await
+                self.charge(payment, &request, &key, request_id, started).await
             }
             Claim::Replay(response) => Ok(Answer::replay(response)),
             Claim::InUse { retry_after } => Err(Problem::new(
@@ -241,6 +297,7 @@ impl Gateway {
         request: &CreatePayment,
         key: &str,
         request_id: &str,
+        started: tokio::time::Instant,
     ) -> Result<Answer, Problem> {
         let bank_key = payment.id.clone();
         let replies = AtomicU32::new(0);
@@ -249,7 +306,9 @@ impl Gateway {
             .guard
             .call(
                 |_| async {
+                    let attempt = tokio::time::Instant::now();
                     let reply = self.bank.charge(&bank_key, request, request_id).await;
+                    self.metrics.bank_call(bank_result(&reply), attempt.elapsed());
                     replies.fetch_add(1, Ordering::Relaxed);
                     if !reply.is_complete() {
                         lost.fetch_add(1, Ordering::Relaxed);
@@ -267,7 +326,7 @@ impl Gateway {
             CallResult::Success(reply) | CallResult::Definitive(reply) => {
                 self.settle_with_reply(&mut payment, &reply);
                 let response = response_for(&payment);
-                self.finish(key, &payment, &response).await?;
+                self.finish(key, &payment, &response, Some(started.elapsed())).await?;
                 Ok(Answer::fresh(response))
             }
             CallResult::CircuitOpen(rejected) => {
@@ -277,7 +336,7 @@ impl Gateway {
                     "the bank is failing and calls to it are paused; nothing was charged",
                 )
                 .with_retry_after(retry_after_secs(rejected.retry_after));
-                self.give_up(payment, key, problem).await
+                self.give_up(payment, key, problem, started).await
             }
             CallResult::Overloaded(_) => {
                 let problem = Problem::new(
@@ -286,7 +345,7 @@ impl Gateway {
                     "too many bank calls in flight; nothing was charged",
                 )
                 .with_retry_after(1);
-                self.give_up(payment, key, problem).await
+                self.give_up(payment, key, problem, started).await
             }
             CallResult::Failed { stop, .. } if !report.may_have_acted => {
                 let problem = match stop {
@@ -298,22 +357,24 @@ impl Gateway {
                     .with_retry_after(retry_after_secs(rejected.retry_after)),
                     _ => bank_unavailable(),
                 };
-                self.give_up(payment, key, problem).await
+                self.give_up(payment, key, problem, started).await
             }
             CallResult::Failed { .. } => {
                 match self.bank.inquire(&payment.id, request_id, self.settings.inquiry_timeout).await {
                     Inquiry::Found(charge) => {
                         settle_from_charge(&mut payment, &charge);
                         let response = response_for(&payment);
-                        self.finish(key, &payment, &response).await?;
+                        self.finish(key, &payment, &response, Some(started.elapsed())).await?;
                         Ok(Answer::fresh(response))
                     }
-                    Inquiry::NotFound if unanswered == 0 => self.give_up(payment, key, bank_unavailable()).await,
+                    Inquiry::NotFound if unanswered == 0 => {
+                        self.give_up(payment, key, bank_unavailable(), started).await
+                    }
                     _ => {
                         payment.reconcile_after = Some(Utc::now());
                         payment.updated_at = Utc::now();
                         let response = response_for(&payment);
-                        self.finish(key, &payment, &response).await?;
+                        self.finish(key, &payment, &response, Some(started.elapsed())).await?;
                         info!(payment_id = %payment.id, "bank outcome unknown; payment left processing for the reconciler");
                         Ok(Answer::fresh(response))
                     }
@@ -332,18 +393,61 @@ impl Gateway {
         }
     }
 
-    async fn finish(&self, key: &str, payment: &Payment, response: &StoredResponse) -> Result<(), Problem> {
-        self.store
-            .finish(key, &payment.id, response, self.settings.retention, Some(payment))
+    async fn finish(
+        &self,
+        key: &str,
+        payment: &Payment,
+        response: &StoredResponse,
+        latency: Option<Duration>,
+    ) -> Result<(), Problem> {
+        self.timed("finish", self.store.finish(key, &payment.id, response, self.settings.retention, Some(payment)))
             .await
-            .map_err(|e| store_problem(&e))
+            .map_err(|e| store_problem(&e))?;
+        self.emit(payment, latency);
+        Ok(())
     }
 
     /// The bank surely did not charge: the payment fails and the key is freed for a retry.
-    async fn give_up<T>(&self, mut payment: Payment, key: &str, problem: Problem) -> Result<T, Problem> {
+    async fn give_up<T>(
+        &self,
+        mut payment: Payment,
+        key: &str,
+        problem: Problem,
+        started: tokio::time::Instant,
+    ) -> Result<T, Problem> {
         fail(&mut payment, problem.detail.clone());
-        self.store.release(key, &payment.id, Some(&payment)).await.map_err(|e| store_problem(&e))?;
+        self.timed("release", self.store.release(key, &payment.id, Some(&payment)))
+            .await
+            .map_err(|e| store_problem(&e))?;
+        self.emit(&payment, Some(started.elapsed()));
         Err(problem)
+    }
+
+    /// Runs a store operation and records how long it took.
+    async fn timed<T>(&self, operation: &str, work: impl Future<Output = T>) -> T {
+        let started = tokio::time::Instant::now();
+        let value = work.await;
+        self.metrics.observe_store(operation, started.elapsed());
+        value
+    }
+
+    /// Announces a payment's (new) state on the live stream.
+    fn emit(&self, payment: &Payment, latency: Option<Duration>) {
+        self.events.publish(
+            "payment",
+            &PaymentEvent {
+                payment_id: payment.id.clone(),
+                merchant_id: payment.merchant_id.clone(),
+                status: payment.status.as_str().to_owned(),
+                amount: payment.amount,
+                currency: payment.currency.clone(),
+                attempts: payment.attempts,
+                latency_ms: latency.map(|d| d.as_secs_f64() * 1_000.0),
+                decline_code: payment.decline_code.clone(),
+                failure_reason: payment.failure_reason.clone(),
+                at: Utc::now(),
+            },
+        );
     }
 
     /// `POST /v1/payments/{id}/refunds`.
@@ -459,6 +563,9 @@ impl Gateway {
             created_at: Utc::now(),
         };
         let updated = self.store.apply_refund(&payment.id, &refund).await.map_err(|e| store_problem(&e))?;
+        if let Some(updated) = &updated {
+            self.emit(updated, None);
+        }
         let body = serde_json::to_string(&refund).unwrap_or_default();
         let response = StoredResponse { status: 201, body };
         self.store
@@ -481,6 +588,7 @@ impl Gateway {
     /// it settled or released.
     pub async fn reconcile_due(&self) -> Result<usize, StoreError> {
         let due = self.store.due_payments(now_ms(), 100).await?;
+        self.metrics.reconciler_backlog.store(due.len() as u64, Ordering::Relaxed);
         let mut settled = 0;
         for payment in due {
             if self.reconcile(payment).await? {
@@ -498,6 +606,8 @@ impl Gateway {
                 let response = response_for(&payment);
                 self.store.finish(&key, &payment.id, &response, self.settings.retention, Some(&payment)).await?;
                 info!(payment_id = %payment.id, status = payment.status.as_str(), "reconciled payment");
+                self.metrics.reconciled.inc(format!("result=\"{}\"", payment.status.as_str()));
+                self.emit(&payment, None);
                 Ok(true)
             }
             Inquiry::NotFound
@@ -506,6 +616,8 @@ impl Gateway {
                 fail(&mut payment, "the bank has no record of this charge");
                 self.store.release(&key, &payment.id, Some(&payment)).await?;
                 info!(payment_id = %payment.id, "reconciled payment: never charged; key released");
+                self.metrics.reconciled.inc("result=\"released\"".to_owned());
+                self.emit(&payment, None);
                 Ok(true)
             }
             other => {
@@ -517,6 +629,20 @@ impl Gateway {
                 Ok(false)
             }
         }
+    }
+}
+
+/// The label of a bank call attempt's result.
+fn bank_result(reply: &BankReply) -> &'static str {
+    match reply {
+        BankReply::Answer { status: 200..=299, .. } => "approved",
+        BankReply::Answer { status: 402, .. } => "declined",
+        BankReply::Answer { status: 429, .. } => "throttled",
+        BankReply::Answer { status: 503, .. } => "unavailable",
+        BankReply::Answer { status: 400..=499, .. } => "rejected",
+        BankReply::Answer { .. } => "server_error",
+        BankReply::NotSent(_) => "not_sent",
+        BankReply::Lost(_) => "lost",
     }
 }
 

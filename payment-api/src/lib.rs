@@ -8,17 +8,23 @@
 //! - [`gateway`] is the payment flow: it claims the key in the [`store`], charges through the
 //!   `resilience` guard (breaker, retries, budget, timeouts) with the [`bank`] client, and decides
 //!   the answer from the one classification of each attempt.
-//! - [`reconciler`] settles payments whose outcome was unknown, and those of crashed requests.
+//! - [`tasks`] runs in the background: the reconciler (settles payments whose outcome was
+//!   unknown, and those of crashed requests), the stats ticker and the event forwarders.
+//! - [`events`] and [`metrics`] are what operators and the dashboard see.
 //! - [`model`] is the payment domain; [`config`] the flags.
 
 pub mod api;
 pub mod auth;
 pub mod bank;
 pub mod config;
+pub mod events;
 pub mod gateway;
+pub mod metrics;
 pub mod model;
-pub mod reconciler;
+pub mod openapi;
+pub mod ratelimit;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 
 use std::future::Future;
@@ -36,29 +42,37 @@ pub use gateway::Gateway;
 pub struct App {
     pub gateway: Gateway,
     pub keys: auth::Keys,
+    pub admin_key: Option<String>,
+    pub rate_limiter: ratelimit::RateLimiter,
     pub max_body_bytes: usize,
+    /// Turns true when shutdown begins, so endless responses (the event stream) end.
+    pub shutting_down: tokio::sync::watch::Receiver<bool>,
 }
 
 impl App {
-    pub async fn new(config: &Config) -> anyhow::Result<Self> {
+    pub async fn new(config: &Config, shutting_down: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
         let store = store::Store::open(&config.store_url)
             .await
             .with_context(|| format!("cannot open the store `{}`", config.store_url))?;
+        let events = Arc::new(events::Events::new(config.stream_buffer));
         Ok(Self {
-            gateway: Gateway::new(config, store)?,
+            gateway: Gateway::new(config, store, events)?,
             keys: auth::Keys::new(config.api_keys.clone()),
+            admin_key: config.admin_key.clone(),
+            rate_limiter: ratelimit::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
             max_body_bytes: config.max_body_bytes,
+            shutting_down,
         })
     }
 }
 
-/// The binary: configuration from the command line and environment, logs, the listener, and
-/// shutdown on Ctrl-C or SIGTERM.
+/// The binary: configuration from the command line and environment, logs (kept flushing until
+/// the process ends), the listener, and shutdown on Ctrl-C or SIGTERM.
 pub async fn serve_cli() -> anyhow::Result<()> {
     use clap::Parser;
     let config = Config::parse();
-    telemetry::init(&config.log, config.log_format)?;
+    let _logs = telemetry::init(&config.log, config.log_format, config.log_dir.as_deref())?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     run(config, listener, shutdown_signal()).await
@@ -82,14 +96,16 @@ pub async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
-/// Serves the gateway on `listener` until `shutdown` resolves; the reconciler runs alongside.
+/// Serves the gateway on `listener` until `shutdown` resolves, then stops accepting, lets
+/// in-flight requests finish (within `SHUTDOWN_TIMEOUT_MS`) and stops the background tasks.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = Arc::new(App::new(&config).await?);
-    let reconciler = reconciler::spawn(Arc::clone(&app));
+    let (stopping, shutting_down) = tokio::sync::watch::channel(false);
+    let app = Arc::new(App::new(&config, shutting_down).await?);
+    let background = tasks::spawn_all(Arc::clone(&app));
     info!(
         addr = %listener.local_addr()?,
         bank = %config.bank_url,
@@ -97,8 +113,22 @@ pub async fn run(
         merchants = config.api_keys.len(),
         "payment-api listening"
     );
-    axum::serve(listener, api::router(app)).with_graceful_shutdown(shutdown).await?;
-    drop(reconciler);
+    let deadline = std::time::Duration::from_millis(config.shutdown_timeout_ms);
+    let mut draining = stopping.subscribe();
+    let signal = async move {
+        shutdown.await;
+        info!("shutting down: no new connections; finishing in-flight requests");
+        let _ = stopping.send(true);
+    };
+    let server = axum::serve(listener, api::router(Arc::clone(&app))).with_graceful_shutdown(signal);
+    tokio::select! {
+        served = server => served?,
+        () = async {
+            let _ = draining.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(deadline).await;
+        } => tracing::warn!(deadline_ms = config.shutdown_timeout_ms, "requests still in flight at the shutdown deadline; stopping anyway"),
+    }
+    drop(background);
     info!("payment-api stopped");
     Ok(())
 }

@@ -15,7 +15,7 @@ const MAX_METADATA_KEYS: usize = 20;
 const MAX_METADATA_KEY: usize = 40;
 const MAX_METADATA_VALUE: usize = 500;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
     Processing,
@@ -52,7 +52,7 @@ impl PaymentStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Refund {
     pub id: String,
     pub object: String,
@@ -92,7 +92,8 @@ pub struct Payment {
 }
 
 /// The payment object of the API.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Payment)]
 pub struct PublicPayment<'a> {
     pub id: &'a str,
     pub object: &'static str,
@@ -159,9 +160,10 @@ impl Payment {
 }
 
 /// `POST /v1/payments` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePayment {
+    /// Minor units (1999 = 19.99), at least 1.
     pub amount: i64,
     pub currency: String,
     pub card: CardInput,
