@@ -9,6 +9,8 @@ use tokio::sync::oneshot;
 
 pub const MERCHANT_A: (&str, &str) = ("shop_a", "sk_test_shop_a_0123456789");
 pub const MERCHANT_B: (&str, &str) = ("shop_b", "sk_test_shop_b_9876543210");
+/// The admin key of every test gateway.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
 #[derive(Debug)]
 pub struct TestGateway {

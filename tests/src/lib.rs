@@ -7,7 +7,9 @@
 
 pub mod gateway;
 pub mod loadgen;
+pub mod process;
 pub mod redis_server;
+pub mod sse;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,7 +19,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-pub use gateway::{MERCHANT_A, MERCHANT_B, TestGateway, payment_body};
+pub use gateway::{ADMIN_KEY, MERCHANT_A, MERCHANT_B, TestGateway, payment_body};
 pub use mock_bank::Config as BankConfig;
 pub use redis_server::RedisServer;
 

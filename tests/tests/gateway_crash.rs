@@ -4,47 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tests::process::GatewayProcess;
 use tests::{MERCHANT_A, TestBank, payment_body, wait_for};
 
 const APPROVE: &str = "4242424242424242";
 
-/// The gateway as its own process, killed when dropped.
-struct GatewayProcess {
-    child: Child,
-    url: String,
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_gateway(bank_url: &str, store: &str) -> GatewayProcess {
-    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway-under-test"))
-        .args(["--listen", &addr.to_string(), "--bank-url", bank_url, "--store", store])
-        .args(["--api-keys", &format!("{}:{}", MERCHANT_A.0, MERCHANT_A.1)])
-        .args(["--fingerprint-key", "crash-test-fingerprint-key"])
-        .args(["--attempt-timeout-ms", "500", "--deadline-ms", "1500", "--lease-ms", "2000"])
-        .args(["--reconcile-interval-ms", "100", "--commit-window-ms", "3000", "--log", "warn"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the gateway process");
-    let gateway = GatewayProcess { child, url: format!("http://{addr}") };
-    let client = reqwest::Client::new();
-    wait_for("the gateway process to be ready", Duration::from_secs(20), || async {
-        let ready = client.get(format!("{}/readyz", gateway.url)).send().await;
-        ready.ok().filter(|r| r.status().is_success()).map(drop)
-    })
-    .await;
-    gateway
+    GatewayProcess::start(env!("CARGO_BIN_EXE_gateway-under-test"), bank_url, store, &["--log", "warn"]).await
 }
 
 async fn pay(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> reqwest::Result<reqwest::Response> {
