@@ -116,7 +116,8 @@ cmd_start() {
   PIDS+=("$!")
   local bank_url="http://$bank_listen" api_url="http://$api_listen"
   wait_healthy "$bank_url" mock-bank
-  API_LISTEN="$api_listen" BANK_URL="$bank_url" "$ROOT/target/release/payment-api" >"$RUN_DIR/payment-api.log" 2>&1 &
+  API_LISTEN="$api_listen" BANK_URL="$bank_url" LOG_DIR="${LOG_DIR:-$RUN_DIR/logs}" \
+    "$ROOT/target/release/payment-api" >"$RUN_DIR/payment-api.log" 2>&1 &
   PIDS+=("$!")
   wait_healthy "$api_url" payment-api
   local api_key="${API_KEYS#*:}"
@@ -126,13 +127,16 @@ cmd_start() {
   payment-api  $api_url     (log: .run/payment-api.log, store: $STORE_URL)
   mock-bank    $bank_url     (log: .run/mock-bank.log)
   API key      $api_key     (merchant "demo"; all keys in .run/keys.env)
+  Admin key    $ADMIN_KEY
+  API docs     $api_url/docs     metrics: $api_url/metrics     JSON logs: .run/logs/
 
   Pay:
     curl -s $api_url/v1/payments -H "Authorization: Bearer $api_key" -H 'Idempotency-Key: order-1' \\
       -H 'Content-Type: application/json' \\
       -d '{"amount":1999,"currency":"USD","card":{"number":"4242424242424242","exp_month":12,"exp_year":2030,"cvc":"123"}}'
-  Break the bank:
+  Break the bank, and watch the gateway react:
     curl -s -X POST $bank_url/chaos/presets/flaky
+    curl -sN $api_url/admin/stream -H "Authorization: Bearer $ADMIN_KEY"
 
   The dashboard joins this launcher when it is built. Press Ctrl-C to stop.
 INFO
