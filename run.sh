@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The one-command launcher of the resilient payment gateway.
 #
-#   ./run.sh               build (release) and start the system in the foreground until Ctrl-C
-#   ./run.sh --headless    the same; there is no dashboard yet to leave out
+#   ./run.sh               build (release), start the bank and the gateway, run the live dashboard
+#                          in the foreground; quitting it (q) stops everything
+#   ./run.sh --headless    the same without the dashboard, until Ctrl-C
 #
-# It starts the mock bank, the payment gateway (on Redis when redis-server is installed, else on
-# the embedded store), with keys created under .run/ on first use.
+# It starts the mock bank and the payment gateway (on Redis when redis-server is installed, on a
+# private port with its data under .run/, else on the embedded store), with keys created under
+# .run/ on first use.
 #   ./run.sh test [ARGS]   run every test (cargo nextest when installed, else cargo test)
 #   ./run.sh bench [bank|resilience]  benchmarks (see README.md)
 #
@@ -105,8 +107,9 @@ start_store() {
 }
 
 cmd_start() {
+  local headless=$1
   need curl "Install curl (apt-get install curl)."
-  build_release -p mock-bank -p payment-api
+  build_release -p mock-bank -p payment-api -p dashboard-tui
   ensure_keys
   local bank_listen="${BANK_LISTEN:-127.0.0.1:8081}" api_listen="${API_LISTEN:-127.0.0.1:8080}"
   port_free "$bank_listen" || die "$bank_listen is already in use; set BANK_LISTEN to another address."
@@ -138,9 +141,16 @@ cmd_start() {
     curl -s -X POST $bank_url/chaos/presets/flaky
     curl -sN $api_url/admin/stream -H "Authorization: Bearer $ADMIN_KEY"
 
-  The dashboard joins this launcher when it is built. Press Ctrl-C to stop.
 INFO
-  wait -n "${PIDS[@]}"
+  if [ "$headless" = 1 ]; then
+    say "  Press Ctrl-C to stop."
+    wait -n "${PIDS[@]}"
+  else
+    [ -t 1 ] || die "the dashboard needs a terminal; use ./run.sh --headless"
+    "$ROOT/target/release/dashboard-tui" --api "$api_url" --bank "$bank_url" --admin-key "$ADMIN_KEY" \
+      --api-key "$api_key" --export-dir "$RUN_DIR"
+    say "Dashboard closed; stopping the bank and the gateway."
+  fi
 }
 
 cmd_test() {
@@ -170,7 +180,8 @@ cmd_bench() {
 }
 
 case "${1:-}" in
-  "" | --headless) cmd_start ;;
+  "") cmd_start 0 ;;
+  --headless) cmd_start 1 ;;
   test) shift; cmd_test "$@" ;;
   bench) shift; cmd_bench "$@" ;;
   soak) die "the soak run arrives with the load-and-chaos proof (issue 7); it is not built yet" ;;

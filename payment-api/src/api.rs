@@ -354,7 +354,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     security(("admin_key" = []))
 )]
 pub async fn get_breaker(State(app): State<Arc<App>>) -> Response {
-    json(200, &BreakerView::from(&app.gateway.guard.breaker().snapshot()))
+    json(200, &BreakerView::of(app.gateway.guard.breaker()))
 }
 
 /// `PUT /admin/breaker` body.
@@ -389,7 +389,7 @@ pub async fn put_breaker(
     };
     app.gateway.guard.breaker().set_mode(mode);
     tracing::warn!(state = body.state, "operator set the circuit breaker");
-    Ok(json(200, &BreakerView::from(&app.gateway.guard.breaker().snapshot())))
+    Ok(json(200, &BreakerView::of(app.gateway.guard.breaker())))
 }
 
 /// Server-Sent Events: `stats` every second, `breaker` transitions, `payment` state changes, `log`

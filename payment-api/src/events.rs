@@ -70,6 +70,21 @@ pub struct BreakerView {
     pub trips: u32,
     pub probes_in_flight: u32,
     pub probes_succeeded: u32,
+    /// The failure rate that opens the breaker.
+    pub failure_rate_threshold: f64,
+    /// The slow-call rate that opens the breaker.
+    pub slow_call_rate_threshold: f64,
+}
+
+impl BreakerView {
+    pub fn of(breaker: &resilience::Breaker) -> Self {
+        let config = breaker.config();
+        Self {
+            failure_rate_threshold: config.failure_rate_threshold,
+            slow_call_rate_threshold: config.slow_call_rate_threshold,
+            ..Self::from(&breaker.snapshot())
+        }
+    }
 }
 
 impl From<&BreakerSnapshot> for BreakerView {
@@ -85,6 +100,8 @@ impl From<&BreakerSnapshot> for BreakerView {
             trips: s.trips,
             probes_in_flight: s.probes_in_flight,
             probes_succeeded: s.probes_succeeded,
+            failure_rate_threshold: 0.0,
+            slow_call_rate_threshold: 0.0,
         }
     }
 }

@@ -106,7 +106,7 @@ async fn stats_ticker(app: Arc<App>) {
             retries: guard.retries,
             budget_refusals: guard.budget_refusals,
             attempt_timeouts: guard.attempt_timeouts,
-            breaker: BreakerView::from(&gateway.guard.breaker().snapshot()),
+            breaker: BreakerView::of(gateway.guard.breaker()),
         };
         gateway.events.publish("stats", &stats);
     }

@@ -9,7 +9,6 @@ pub mod gateway;
 pub mod loadgen;
 pub mod process;
 pub mod redis_server;
-pub mod sse;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,7 +37,12 @@ impl TestBank {
     }
 
     pub async fn start_with(config: BankConfig) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        Self::start_at("127.0.0.1:0".parse().expect("an address"), config).await
+    }
+
+    /// Starts a bank on a given address (to bring one back where another stopped).
+    pub async fn start_at(addr: SocketAddr, config: BankConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the bank's address");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {

@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use dashboard_tui::sse::SseReader;
 use serde_json::{Value, json};
-use tests::sse::SseReader;
 use tests::{ADMIN_KEY, MERCHANT_A, MERCHANT_B, TestBank, TestGateway, payment_body, wait_for};
 
 const APPROVE: &str = "4242424242424242";

@@ -1,4 +1,5 @@
-//! A minimal Server-Sent Events reader over a reqwest response, for tests of `/admin/stream`.
+//! A minimal Server-Sent Events reader over a reqwest response: how the dashboard (and the
+//! tests of `/admin/stream`) read the gateway's live feed.
 
 /// One event: its id, its type and its data.
 #[derive(Debug, Clone, PartialEq, Eq)]

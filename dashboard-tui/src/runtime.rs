@@ -1,0 +1,320 @@
+//! Everything that touches the network: the feeds that turn the gateway's stream and the polled
+//! endpoints into [`Msg`]s (reconnecting by themselves when a service goes away), the executor of
+//! the model's [`Command`]s, and the built-in traffic generator.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::Config;
+use crate::model::{BreakerInfo, Command, Link, Model, Msg, StreamItem, TrafficReport, TrafficSettings, update};
+use crate::sse::SseReader;
+
+/// The model plus the tasks feeding it: the dashboard without a terminal.
+#[derive(Debug)]
+pub struct Dashboard {
+    pub model: Model,
+    messages: mpsc::Receiver<Msg>,
+    sender: mpsc::Sender<Msg>,
+    http: reqwest::Client,
+    config: Arc<Config>,
+    traffic: watch::Sender<TrafficSettings>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Dashboard {
+    /// Starts the feeds and the (stopped) traffic generator.
+    pub fn start(config: Config) -> Self {
+        let config = Arc::new(config);
+        let (sender, messages) = mpsc::channel(4_096);
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build().unwrap_or_default();
+        let model = Model::new(chrono::Utc::now(), config.api_key.is_some());
+        let (traffic, settings) = watch::channel(model.traffic);
+        let tasks = vec![
+            tokio::spawn(stream_feed(http.clone(), Arc::clone(&config), sender.clone())),
+            tokio::spawn(breaker_feed(http.clone(), Arc::clone(&config), sender.clone())),
+            tokio::spawn(bank_feed(http.clone(), Arc::clone(&config), sender.clone())),
+            tokio::spawn(traffic_generator(http.clone(), Arc::clone(&config), settings, sender.clone())),
+        ];
+        Self { model, messages, sender, http, config, traffic, tasks }
+    }
+
+    /// A sender for inputs from elsewhere (the keyboard).
+    pub fn sender(&self) -> mpsc::Sender<Msg> {
+        self.sender.clone()
+    }
+
+    /// Applies one input and starts what it asks for.
+    pub fn handle(&mut self, msg: Msg) {
+        for command in update(&mut self.model, msg) {
+            self.execute(command);
+        }
+    }
+
+    /// The next input, if any arrives within `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<Msg> {
+        tokio::time::timeout(wait, self.messages.recv()).await.ok().flatten()
+    }
+
+    /// Handles inputs until `done` holds for the model, or `deadline` passes; says which.
+    pub async fn run_until(&mut self, deadline: Duration, done: impl Fn(&Model) -> bool) -> bool {
+        let give_up = tokio::time::Instant::now() + deadline;
+        while !done(&self.model) {
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if let Some(msg) = self.next(left.min(Duration::from_millis(200))).await {
+                self.handle(msg);
+            }
+            self.handle(Msg::Tick(chrono::Utc::now()));
+        }
+        true
+    }
+
+    fn execute(&self, command: Command) {
+        let (http, config, sender) = (self.http.clone(), Arc::clone(&self.config), self.sender.clone());
+        match command {
+            Command::Traffic(settings) => {
+                let _ = self.traffic.send(settings);
+            }
+            Command::ApplyPreset(name) => {
+                tokio::spawn(async move {
+                    let url = format!("{}/chaos/presets/{name}", config.bank);
+                    let notice = match http.post(url).send().await {
+                        Ok(r) if r.status().is_success() => format!("bank chaos preset: {name}"),
+                        Ok(r) => format!("preset {name} refused: {}", r.status()),
+                        Err(e) => format!("bank unreachable: {e}"),
+                    };
+                    let _ = sender.send(Msg::Notice(notice)).await;
+                });
+            }
+            Command::PatchChaos(patch) => {
+                tokio::spawn(async move {
+                    let notice = match http.patch(format!("{}/chaos", config.bank)).json(&patch).send().await {
+                        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                            Ok(chaos) => format!("bank chaos: {}", crate::view::chaos_summary(&chaos)),
+                            Err(_) => "bank chaos changed".to_owned(),
+                        },
+                        Ok(r) => format!("chaos change refused: {}", r.status()),
+                        Err(e) => format!("bank unreachable: {e}"),
+                    };
+                    let _ = sender.send(Msg::Notice(notice)).await;
+                });
+            }
+            Command::SetBreaker(state) => {
+                tokio::spawn(async move {
+                    let request = http
+                        .put(format!("{}/admin/breaker", config.api))
+                        .bearer_auth(&config.admin_key)
+                        .json(&json!({ "state": state }));
+                    let notice = match request.send().await {
+                        Ok(r) if r.status().is_success() => {
+                            if let Ok(breaker) = r.json::<BreakerInfo>().await {
+                                let _ = sender.send(Msg::BreakerPolled(breaker)).await;
+                            }
+                            format!("breaker set to {state}")
+                        }
+                        Ok(r) => format!("breaker change refused: {}", r.status()),
+                        Err(e) => format!("gateway unreachable: {e}"),
+                    };
+                    let _ = sender.send(Msg::Notice(notice)).await;
+                });
+            }
+            Command::ExportCsv(csv) => {
+                tokio::spawn(async move {
+                    let path = config
+                        .export_dir
+                        .join(format!("transactions-{}.csv", chrono::Utc::now().format("%Y%m%d-%H%M%S")));
+                    let notice = match tokio::fs::write(&path, csv).await {
+                        Ok(()) => format!("exported to {}", path.display()),
+                        Err(e) => format!("export failed: {e}"),
+                    };
+                    let _ = sender.send(Msg::Notice(notice)).await;
+                });
+            }
+        }
+    }
+}
+
+/// Follows `/admin/stream`, reconnecting after a pause whenever it breaks.
+async fn stream_feed(http: reqwest::Client, config: Arc<Config>, sender: mpsc::Sender<Msg>) {
+    loop {
+        let response = http.get(format!("{}/admin/stream", config.api)).bearer_auth(&config.admin_key).send().await;
+        let failure = match response {
+            Ok(r) if r.status().is_success() => {
+                let _ = sender.send(Msg::Api(Link::Up)).await;
+                let mut reader = SseReader::new(r);
+                while let Some(event) = reader.next().await {
+                    let item = match event.kind.as_str() {
+                        "stats" => serde_json::from_str(&event.data).ok().map(|s| StreamItem::Stats(Box::new(s))),
+                        "breaker" => serde_json::from_str(&event.data).ok().map(StreamItem::Breaker),
+                        "payment" => serde_json::from_str(&event.data).ok().map(StreamItem::Payment),
+                        "log" => serde_json::from_str(&event.data).ok().map(StreamItem::Log),
+                        "lagged" => serde_json::from_str::<Value>(&event.data)
+                            .ok()
+                            .and_then(|v| v["missed"].as_u64())
+                            .map(StreamItem::Lagged),
+                        _ => None,
+                    };
+                    if let Some(item) = item
+                        && sender.send(Msg::Stream(item)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                "the event stream ended".to_owned()
+            }
+            Ok(r) => format!("stream refused: {}", r.status()),
+            Err(e) => short_error(&e),
+        };
+        if sender.send(Msg::Api(Link::Down(failure))).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn short_error(error: &reqwest::Error) -> String {
+    if error.is_connect() { "connection refused".to_owned() } else { "no answer".to_owned() }
+}
+
+/// Polls `/admin/breaker` every second (the stream's snapshot lacks the thresholds).
+async fn breaker_feed(http: reqwest::Client, config: Arc<Config>, sender: mpsc::Sender<Msg>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let polled = http
+            .get(format!("{}/admin/breaker", config.api))
+            .bearer_auth(&config.admin_key)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        let msg = match polled {
+            Ok(r) if r.status().is_success() => match r.json::<BreakerInfo>().await {
+                Ok(breaker) => Msg::BreakerPolled(breaker),
+                Err(_) => continue,
+            },
+            Ok(r) if r.status() == 401 || r.status() == 403 => {
+                Msg::Api(Link::Down(format!("admin key refused ({})", r.status())))
+            }
+            Ok(_) => continue,
+            Err(e) => Msg::Api(Link::Down(short_error(&e))),
+        };
+        if sender.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Polls the bank's `/chaos` and `/chaos/stats` every second.
+async fn bank_feed(http: reqwest::Client, config: Arc<Config>, sender: mpsc::Sender<Msg>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let get = |path: &str| http.get(format!("{}{path}", config.bank)).timeout(Duration::from_secs(2)).send();
+        let polled = async {
+            let config = get("/chaos").await?.error_for_status()?.json::<Value>().await?;
+            let stats = get("/chaos/stats").await?.error_for_status()?.json::<Value>().await?;
+            Ok::<_, reqwest::Error>((config, stats))
+        }
+        .await;
+        let msgs = match polled {
+            Ok((config, stats)) => vec![Msg::Bank(Link::Up), Msg::ChaosPolled { config, stats }],
+            Err(e) => vec![Msg::Bank(Link::Down(short_error(&e)))],
+        };
+        for msg in msgs {
+            if sender.send(msg).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Sends payments at the configured rate, a share of them duplicates of recent ones (same key,
+/// same body), and reports counts every second.
+async fn traffic_generator(
+    http: reqwest::Client,
+    config: Arc<Config>,
+    mut settings: watch::Receiver<TrafficSettings>,
+    sender: mpsc::Sender<Msg>,
+) {
+    let Some(api_key) = config.api_key.clone() else { return };
+    let report = Arc::new(std::sync::Mutex::new(TrafficReport::default()));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut recent: VecDeque<(String, Value)> = VecDeque::with_capacity(64);
+    let mut last_report = tokio::time::Instant::now();
+    loop {
+        let current = *settings.borrow_and_update();
+        if !current.running {
+            if settings.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let period = Duration::from_secs_f64(1.0 / f64::from(current.rate.max(1)));
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            changed = settings.changed() => {
+                if changed.is_err() { return; }
+                continue;
+            }
+        }
+        let (key, body) = match recent.get(fastrand::usize(..recent.len().max(1))) {
+            Some(old) if fastrand::f64() < current.duplicate_share => old.clone(),
+            _ => {
+                let card = if fastrand::u8(..10) == 0 { "4000000000000002" } else { "4242424242424242" };
+                let body = json!({
+                    "amount": fastrand::i64(100..50_000),
+                    "currency": "USD",
+                    "order_id": format!("dash-{}", fastrand::u32(..1_000_000)),
+                    "card": {"number": card, "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+                });
+                let fresh = (format!("dash-{}", uuid::Uuid::new_v4().simple()), body);
+                if recent.len() == 64 {
+                    recent.pop_front();
+                }
+                recent.push_back(fresh.clone());
+                fresh
+            }
+        };
+        let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else { continue };
+        let (http, url, api_key, counts) = (http.clone(), config.api.clone(), api_key.clone(), Arc::clone(&report));
+        tokio::spawn(async move {
+            let _permit = permit;
+            let sent = http
+                .post(format!("{url}/v1/payments"))
+                .bearer_auth(api_key)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .timeout(Duration::from_secs(15))
+                .send()
+                .await;
+            let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+            counts.sent += 1;
+            match sent {
+                Ok(_) => counts.answered += 1,
+                Err(_) => counts.transport_errors += 1,
+            }
+        });
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = tokio::time::Instant::now();
+            let snapshot = *report.lock().unwrap_or_else(|p| p.into_inner());
+            if sender.send(Msg::Traffic(snapshot)).await.is_err() {
+                return;
+            }
+        }
+    }
+}

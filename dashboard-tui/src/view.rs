@@ -1,0 +1,379 @@
+//! The Elm Architecture's view: draws a [`Model`] into a frame, and nothing else. Everything it
+//! shows comes from the model, so any state can be rendered in a test.
+
+use chrono::{DateTime, Utc};
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Axis, Block, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row, Table, Wrap};
+use serde_json::Value;
+
+use crate::model::{KEYS, Link, Model, RatePoint};
+
+pub fn view(model: &Model, frame: &mut Frame) {
+    let [top, middle, bottom, status] =
+        Layout::vertical([Constraint::Length(9), Constraint::Length(13), Constraint::Min(6), Constraint::Length(1)])
+            .areas(frame.area());
+    let [breaker, chaos, traffic] =
+        Layout::horizontal([Constraint::Percentage(30), Constraint::Percentage(40), Constraint::Percentage(30)])
+            .areas(top);
+    let [chart, side] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(middle);
+    let [transactions, logs] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
+
+    draw_breaker(model, frame, breaker);
+    draw_chaos(model, frame, chaos);
+    draw_traffic(model, frame, traffic);
+    draw_rates(model, frame, chart);
+    draw_latency_and_transitions(model, frame, side);
+    draw_transactions(model, frame, transactions);
+    draw_logs(model, frame, logs);
+    draw_status(model, frame, status);
+    if model.show_help {
+        draw_help(frame);
+    }
+}
+
+pub fn state_color(state: &str) -> Color {
+    match state {
+        "closed" => Color::Green,
+        "open" => Color::Red,
+        "half_open" => Color::Yellow,
+        _ => Color::Magenta,
+    }
+}
+
+pub fn status_color(status: &str) -> Color {
+    match status {
+        "succeeded" => Color::Green,
+        "declined" => Color::Yellow,
+        "processing" => Color::Cyan,
+        "failed" => Color::Red,
+        _ => Color::Blue,
+    }
+}
+
+fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_milliseconds() as f64 / 1_000.0
+}
+
+fn percent(rate: f64) -> String {
+    format!("{:.0}%", rate * 100.0)
+}
+
+fn draw_breaker(model: &Model, frame: &mut Frame, area: Rect) {
+    let block = Block::bordered().title(" Circuit breaker ");
+    let Some(breaker) = &model.breaker else {
+        frame.render_widget(Paragraph::new("waiting for the gateway…").block(block), area);
+        return;
+    };
+    let color = state_color(&breaker.state);
+    let mut lines = vec![
+        Line::from(Span::styled(
+            format!("  {}  ", breaker.state.to_uppercase().replace('_', " ")),
+            Style::new().fg(Color::Black).bg(color).add_modifier(Modifier::BOLD),
+        ))
+        .alignment(Alignment::Center),
+    ];
+    let since = model.breaker_since.map(|since| seconds_between(since, model.now).max(0.0));
+    let mut timing = since.map(|s| format!("for {s:.0}s")).unwrap_or_default();
+    if let Some(until) = breaker.open_until
+        && breaker.state == "open"
+    {
+        let left = seconds_between(model.now, until);
+        timing.push_str(&if left > 0.0 { format!(" · half-open in {left:.1}s") } else { " · probe due".to_owned() });
+    }
+    lines.push(Line::from(timing).alignment(Alignment::Center));
+    let threshold = |rate: f64, limit: f64| {
+        let style = if limit > 0.0 && rate >= limit { Style::new().fg(Color::Red).bold() } else { Style::new() };
+        let limit = if limit > 0.0 { percent(limit) } else { "?".into() };
+        Span::styled(format!("{:>4} / {limit}", percent(rate)), style)
+    };
+    lines.push(Line::from(vec![
+        Span::raw("failures  "),
+        threshold(breaker.failure_rate, breaker.failure_rate_threshold),
+    ]));
+    lines.push(Line::from(vec![
+        Span::raw("slow      "),
+        threshold(breaker.slow_call_rate, breaker.slow_call_rate_threshold),
+    ]));
+    lines.push(Line::from(format!(
+        "window {} calls · rejected {} · trips {}",
+        breaker.calls_in_window, breaker.rejected, breaker.trips
+    )));
+    frame.render_widget(Paragraph::new(lines).block(block.border_style(Style::new().fg(color))), area);
+}
+
+fn draw_chaos(model: &Model, frame: &mut Frame, area: Rect) {
+    let block = Block::bordered().title(" Bank chaos ");
+    let Some(chaos) = &model.chaos else {
+        frame.render_widget(Paragraph::new("waiting for the bank…").block(block), area);
+        return;
+    };
+    let rate = |field: &str| percent(chaos[field].as_f64().unwrap_or(0.0));
+    let outage = chaos["outage"].as_bool().unwrap_or(false);
+    let mut lines = vec![
+        Line::from(vec![Span::raw(format!(
+            "failure {}  ambiguous {}  timeout {}",
+            rate("failure_rate"),
+            rate("ambiguous_rate"),
+            rate("timeout_rate")
+        ))]),
+        Line::from(format!(
+            "reset {}  throttle {}  slow {} (+{} ms)",
+            rate("reset_rate"),
+            rate("throttle_rate"),
+            rate("slow_rate"),
+            chaos["slow_ms"].as_u64().unwrap_or(0)
+        )),
+        Line::from(vec![
+            Span::raw(format!(
+                "latency {}±{} ms  hang {} ms  ",
+                chaos["latency"]["base_ms"].as_u64().unwrap_or(0),
+                chaos["latency"]["jitter_ms"].as_u64().unwrap_or(0),
+                chaos["hang_ms"].as_u64().unwrap_or(0)
+            )),
+            if outage {
+                Span::styled(" OUTAGE ", Style::new().fg(Color::White).bg(Color::Red).bold())
+            } else {
+                Span::styled("no outage", Style::new().fg(Color::Green))
+            },
+        ]),
+    ];
+    if let Some(stats) = &model.chaos_stats {
+        let injected = &stats["injected"];
+        let count = |kind: &str| injected[kind].as_u64().unwrap_or(0);
+        lines.push(Line::from(format!("requests {}  injected:", stats["requests"].as_u64().unwrap_or(0))));
+        lines.push(Line::from(format!(
+            " failure {}  ambiguous {}  timeout {}  reset {}",
+            count("failure"),
+            count("ambiguous"),
+            count("timeout"),
+            count("reset")
+        )));
+        lines.push(Line::from(format!(
+            " throttle {}  outage {}  slow {}",
+            count("throttle"),
+            count("outage"),
+            count("slow")
+        )));
+    }
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+fn link(name: &str, link: &Link) -> Line<'static> {
+    match link {
+        Link::Up => Line::from(vec![
+            Span::raw(format!("{name:<8}")),
+            Span::styled("● connected", Style::new().fg(Color::Green)),
+        ]),
+        Link::Connecting => Line::from(vec![
+            Span::raw(format!("{name:<8}")),
+            Span::styled("◌ connecting…", Style::new().fg(Color::Yellow)),
+        ]),
+        Link::Down(reason) => Line::from(vec![
+            Span::raw(format!("{name:<8}")),
+            Span::styled(format!("✖ unreachable, retrying ({reason})"), Style::new().fg(Color::Red).bold()),
+        ]),
+    }
+}
+
+fn draw_traffic(model: &Model, frame: &mut Frame, area: Rect) {
+    let traffic = &model.traffic;
+    let state = if !model.traffic_available {
+        Span::styled("off (no --api-key)", Style::new().fg(Color::DarkGray))
+    } else if traffic.running {
+        Span::styled("▶ running", Style::new().fg(Color::Green).bold())
+    } else {
+        Span::styled("■ stopped", Style::new().fg(Color::DarkGray))
+    };
+    let report = &model.traffic_report;
+    let lines = vec![
+        link("gateway", &model.api),
+        link("bank", &model.bank),
+        Line::from(vec![Span::raw("traffic "), state]),
+        Line::from(format!("{} payments/s · {} duplicates", traffic.rate, percent(traffic.duplicate_share))),
+        Line::from(format!(
+            "sent {} · answered {} · no answer {}",
+            report.sent, report.answered, report.transport_errors
+        )),
+        Line::from(if model.paused {
+            Span::styled("display paused (p resumes)", Style::new().fg(Color::Yellow).bold())
+        } else {
+            Span::raw("")
+        }),
+    ];
+    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" Links & traffic ")), area);
+}
+
+/// A chart line: its legend, its colour, and how to read it from a point.
+type Series = (&'static str, Color, fn(&RatePoint) -> f64);
+
+fn draw_rates(model: &Model, frame: &mut Frame, area: Rect) {
+    let series: [Series; 6] = [
+        ("succeeded", Color::Green, |p| p.succeeded),
+        ("declined", Color::Yellow, |p| p.declined),
+        ("processing", Color::Cyan, |p| p.processing),
+        ("failed", Color::Red, |p| p.failed),
+        ("breaker", Color::Magenta, |p| p.rejected),
+        ("rate-limited", Color::Blue, |p| p.rate_limited),
+    ];
+    let len = model.history.len();
+    let points: Vec<Vec<(f64, f64)>> = series
+        .iter()
+        .map(|(_, _, pick)| {
+            model.history.iter().enumerate().map(|(i, p)| ((i as f64) - (len as f64), pick(p))).collect()
+        })
+        .collect();
+    let top = points.iter().flatten().map(|(_, y)| *y).fold(1.0_f64, f64::max).ceil();
+    let datasets: Vec<Dataset> = series
+        .iter()
+        .zip(&points)
+        .map(|((name, color, _), data)| {
+            Dataset::default()
+                .name(*name)
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::new().fg(*color))
+                .data(data)
+        })
+        .collect();
+    let chart = Chart::new(datasets)
+        .block(Block::bordered().title(" Outcomes per second, last 3 minutes "))
+        .x_axis(Axis::default().bounds([-(crate::model::HISTORY_POINTS as f64), 0.0]).labels(["-3m", "-90s", "now"]))
+        .y_axis(Axis::default().bounds([0.0, top]).labels(["0".to_owned(), format!("{top:.0}/s")]));
+    frame.render_widget(chart, area);
+}
+
+fn draw_latency_and_transitions(model: &Model, frame: &mut Frame, area: Rect) {
+    let mut lines = Vec::new();
+    match &model.stats {
+        Some(stats) => {
+            let l = &stats.latency_ms;
+            lines.push(Line::from(format!("latency p50 {:.1} ms · p95 {:.1} ms · p99 {:.1} ms", l.p50, l.p95, l.p99)));
+            lines.push(Line::from(format!(
+                "in flight {} · retries {} · budget refusals {} · timeouts {}",
+                stats.in_flight, stats.retries, stats.budget_refusals, stats.attempt_timeouts
+            )));
+            let totals: Vec<String> = stats.totals.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            lines.push(Line::from(totals.join(" · ")).fg(Color::Gray));
+        }
+        None => lines.push(Line::from("waiting for stats…")),
+    }
+    lines.push(Line::from("transitions:".bold()));
+    for t in &model.transitions {
+        lines.push(Line::from(vec![
+            Span::raw(format!("{} ", t.at.format("%H:%M:%S"))),
+            Span::styled(t.to.clone(), Style::new().fg(state_color(&t.to)).bold()),
+            Span::raw(format!(" ← {}: {}", t.from, t.reason)),
+        ]));
+    }
+    let paragraph = Paragraph::new(lines)
+        .wrap(Wrap { trim: true })
+        .block(Block::bordered().title(" Latency, retries, breaker timeline "));
+    frame.render_widget(paragraph, area);
+}
+
+fn draw_transactions(model: &Model, frame: &mut Frame, area: Rect) {
+    let header = Row::new(["time", "payment", "amount", "status", "tries", "ms"]).style(Style::new().bold());
+    let rows = model.transactions.iter().map(|t| {
+        let short_id = t.id.get(4..12).unwrap_or(&t.id);
+        Row::new([
+            Cell::from(t.at.format("%H:%M:%S").to_string()),
+            Cell::from(short_id.to_owned()),
+            Cell::from(format!("{}.{:02} {}", t.amount / 100, t.amount % 100, t.currency)),
+            Cell::from(t.status.clone()),
+            Cell::from(t.attempts.to_string()),
+            Cell::from(t.latency_ms.map(|l| format!("{l:.0}")).unwrap_or_default()),
+        ])
+        .style(Style::new().fg(status_color(&t.status)))
+    });
+    let widths = [
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(13),
+        Constraint::Length(18),
+        Constraint::Length(5),
+        Constraint::Length(6),
+    ];
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(Block::bordered().title(format!(" Recent transactions ({}) ", model.transactions.len())));
+    frame.render_widget(table, area);
+}
+
+fn draw_logs(model: &Model, frame: &mut Frame, area: Rect) {
+    let visible: Vec<_> = model.visible_logs().collect();
+    let height = area.height.saturating_sub(2) as usize;
+    let lines: Vec<Line> = visible[visible.len().saturating_sub(height)..]
+        .iter()
+        .map(|log| {
+            let color = match log.level.as_str() {
+                "ERROR" => Color::Red,
+                "WARN" => Color::Yellow,
+                "INFO" => Color::Green,
+                _ => Color::DarkGray,
+            };
+            let fields: Vec<String> = ["status", "reason", "error", "payment_id", "request_id"]
+                .iter()
+                .filter_map(|k| log.fields.get(*k).map(|v| format!("{k}={v}")))
+                .collect();
+            Line::from(vec![
+                Span::raw(format!("{} ", log.at.format("%H:%M:%S"))),
+                Span::styled(format!("{:<5} ", log.level), Style::new().fg(color)),
+                Span::raw(log.message.clone()),
+                Span::styled(format!(" {}", fields.join(" ")), Style::new().fg(Color::DarkGray)),
+            ])
+        })
+        .collect();
+    let filter = match (&model.input, model.log_filter.is_empty()) {
+        (Some(typing), _) => format!(" /{typing}▏"),
+        (None, false) => format!(" filter \"{}\"", model.log_filter),
+        (None, true) => String::new(),
+    };
+    let title = format!(" Log [{}]{filter} ", model.log_level.label());
+    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), area);
+}
+
+fn draw_status(model: &Model, frame: &mut Frame, area: Rect) {
+    let mut spans = vec![Span::styled(
+        " q quit · ? help · 1-7 presets · t traffic · b/c/a breaker ",
+        Style::new().fg(Color::DarkGray),
+    )];
+    if model.missed_events > 0 {
+        spans.push(Span::styled(format!(" missed {} events ", model.missed_events), Style::new().fg(Color::Yellow)));
+    }
+    if let Some(notice) = &model.notice {
+        spans.push(Span::styled(format!(" {notice} "), Style::new().fg(Color::Cyan).bold()));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+fn draw_help(frame: &mut Frame) {
+    let area = frame.area();
+    let width = 76.min(area.width);
+    let height = (KEYS.len() as u16 + 4).min(area.height);
+    let popup = Rect { x: area.x + (area.width - width) / 2, y: area.y + (area.height - height) / 2, width, height };
+    let lines: Vec<Line> = KEYS
+        .iter()
+        .map(|(key, what)| Line::from(vec![Span::styled(format!("{key:>8}  "), Style::new().bold()), Span::raw(*what)]))
+        .collect();
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(Text::from(lines))
+            .block(Block::bordered().title(" Keys (Esc or ? closes) ").border_style(Style::new().fg(Color::Cyan))),
+        popup,
+    );
+}
+
+/// The chaos configuration as one short line (for notices).
+pub fn chaos_summary(chaos: &Value) -> String {
+    format!(
+        "failure {} latency {} ms outage {}",
+        percent(chaos["failure_rate"].as_f64().unwrap_or(0.0)),
+        chaos["latency"]["base_ms"].as_u64().unwrap_or(0),
+        chaos["outage"].as_bool().unwrap_or(false)
+    )
+}

@@ -1,0 +1,172 @@
+//! Snapshot tests of the dashboard's views, rendered from model states into ratatui's TestBackend.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use dashboard_tui::model::{
+    BreakerInfo, Latency, Link, LogEvent, Model, Msg, PaymentEvent, Stats, StreamItem, Transition, update,
+};
+use dashboard_tui::view::view;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+use ratatui::style::Color;
+use serde_json::json;
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_795_000_000 + seconds, 0).unwrap()
+}
+
+fn render(model: &Model) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(140, 44)).unwrap();
+    terminal.draw(|frame| view(model, frame)).unwrap();
+    terminal
+}
+
+fn key(model: &mut Model, code: KeyCode) {
+    update(model, Msg::Key(KeyEvent::from(code)));
+}
+
+/// A dashboard that has seen a minute of traffic, then an outage that opened the breaker.
+fn busy_model() -> Model {
+    let mut m = Model::new(at(0), true);
+    update(&mut m, Msg::Api(Link::Up));
+    update(&mut m, Msg::Bank(Link::Up));
+    update(
+        &mut m,
+        Msg::ChaosPolled {
+            config: json!({
+                "failure_rate": 0.0, "ambiguous_rate": 0.0, "timeout_rate": 0.0, "reset_rate": 0.0,
+                "throttle_rate": 0.0, "slow_rate": 0.0, "slow_ms": 1500, "hang_ms": 5000,
+                "latency": {"base_ms": 20, "jitter_ms": 30}, "outage": true,
+            }),
+            stats: json!({"requests": 120, "injected": {"none": 100, "failure": 0, "ambiguous": 0, "timeout": 0,
+                "reset": 0, "throttle": 0, "outage": 20, "slow": 0}}),
+        },
+    );
+    update(
+        &mut m,
+        Msg::BreakerPolled(BreakerInfo {
+            state: "closed".into(),
+            failure_rate_threshold: 0.5,
+            slow_call_rate_threshold: 0.8,
+            ..BreakerInfo::default()
+        }),
+    );
+    for second in 0..60 {
+        let rates = if second >= 50 {
+            BTreeMap::from([("circuit_open".to_owned(), 18.0), ("bank_unavailable".to_owned(), 2.0)])
+        } else {
+            BTreeMap::from([("succeeded".to_owned(), 18.0), ("declined".to_owned(), 2.0)])
+        };
+        let stats = Stats {
+            at: Some(at(second)),
+            totals: BTreeMap::from([("succeeded".to_owned(), 900), ("circuit_open".to_owned(), 180)]),
+            rates,
+            latency_ms: Latency { p50: 1.2, p95: 3.4, p99: 180.5 },
+            in_flight: 2,
+            retries: 14,
+            budget_refusals: 1,
+            attempt_timeouts: 0,
+            breaker: None,
+        };
+        update(&mut m, Msg::Stream(StreamItem::Stats(Box::new(stats))));
+    }
+    update(&mut m, Msg::Tick(at(50)));
+    update(
+        &mut m,
+        Msg::BreakerPolled(BreakerInfo {
+            state: "open".into(),
+            failure_rate: 0.55,
+            slow_call_rate: 0.0,
+            calls_in_window: 20,
+            rejected: 180,
+            opened_at: Some(at(50)),
+            open_until: Some(at(55)),
+            trips: 1,
+            failure_rate_threshold: 0.5,
+            slow_call_rate_threshold: 0.8,
+        }),
+    );
+    update(
+        &mut m,
+        Msg::Stream(StreamItem::Breaker(Transition {
+            from: "closed".into(),
+            to: "open".into(),
+            reason: "failure rate 55% ≥ 50% over the last 20 calls".into(),
+            at: at(50),
+            open_for_ms: Some(5_000),
+        })),
+    );
+    for (i, status) in ["succeeded", "declined", "processing", "failed", "succeeded"].iter().enumerate() {
+        update(
+            &mut m,
+            Msg::Stream(StreamItem::Payment(PaymentEvent {
+                payment_id: format!("pay_0000000{i}-aaaa-bbbb-cccc-dddddddddddd"),
+                status: (*status).into(),
+                amount: 1_999 + i as i64,
+                currency: "USD".into(),
+                attempts: 1 + i as u32 % 3,
+                latency_ms: Some(10.0 * i as f64),
+                at: at(40 + i as i64),
+            })),
+        );
+    }
+    for (level, message) in
+        [("INFO", "request finished"), ("WARN", "circuit breaker opened"), ("INFO", "reconciled payment")]
+    {
+        let fields = BTreeMap::from([("status".to_owned(), "503".to_owned())]);
+        update(
+            &mut m,
+            Msg::Stream(StreamItem::Log(LogEvent { at: at(50), level: level.into(), message: message.into(), fields })),
+        );
+    }
+    update(&mut m, Msg::Tick(at(52)));
+    m
+}
+
+#[test]
+fn waiting_for_the_services() {
+    let model = Model::new(at(0), false);
+    insta::assert_snapshot!(render(&model).backend());
+}
+
+#[test]
+fn a_tripped_breaker_with_traffic_and_chaos() {
+    let model = busy_model();
+    let terminal = render(&model);
+    insta::assert_snapshot!(terminal.backend());
+    // The breaker's state is drawn on red when open.
+    let buffer = terminal.backend().buffer();
+    let open_cell = (0..buffer.area.width).map(|x| &buffer[(x, 1)]).find(|cell| cell.symbol() == "O").expect("OPEN");
+    assert_eq!(open_cell.bg, Color::Red);
+}
+
+#[test]
+fn the_services_gone_and_the_display_paused() {
+    let mut model = busy_model();
+    update(&mut model, Msg::Api(Link::Down("connection refused".into())));
+    update(&mut model, Msg::Bank(Link::Down("no answer".into())));
+    key(&mut model, KeyCode::Char('p'));
+    update(&mut model, Msg::Notice("bank chaos preset: outage".into()));
+    insta::assert_snapshot!(render(&model).backend());
+}
+
+#[test]
+fn the_help_overlay() {
+    let mut model = busy_model();
+    key(&mut model, KeyCode::Char('?'));
+    insta::assert_snapshot!(render(&model).backend());
+}
+
+#[test]
+fn a_log_filter_applied() {
+    let mut model = busy_model();
+    for c in "/breaker".chars() {
+        key(&mut model, KeyCode::Char(c));
+    }
+    key(&mut model, KeyCode::Enter);
+    insta::assert_snapshot!(render(&model).backend());
+}
