@@ -100,7 +100,7 @@ fn draw_breaker(model: &Model, frame: &mut Frame, area: Rect) {
         threshold(breaker.slow_call_rate, breaker.slow_call_rate_threshold),
     ]));
     lines.push(Line::from(format!(
-        "window {} calls · rejected {} · trips {}",
+        "window {} · rejected {} · trips {}",
         breaker.calls_in_window, breaker.rejected, breaker.trips
     )));
     frame.render_widget(Paragraph::new(lines).block(block.border_style(Style::new().fg(color))), area);
@@ -195,10 +195,7 @@ fn draw_traffic(model: &Model, frame: &mut Frame, area: Rect) {
         link("bank", &model.bank),
         Line::from(vec![Span::raw("traffic "), state]),
         Line::from(format!("{} payments/s · {} duplicates", traffic.rate, percent(traffic.duplicate_share))),
-        Line::from(format!(
-            "sent {} · answered {} · no answer {}",
-            report.sent, report.answered, report.transport_errors
-        )),
+        Line::from(format!("sent {} · answered {} · lost {}", report.sent, report.answered, report.transport_errors)),
         Line::from(if model.paused {
             Span::styled("display paused (p resumes)", Style::new().fg(Color::Yellow).bold())
         } else {
