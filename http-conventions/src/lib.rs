@@ -7,6 +7,7 @@
 //! - [`idempotency`]: the `Idempotency-Key` header (1..=255 visible ASCII; a quoted sf-string and
 //!   a bare token are the same key);
 //! - [`request_id`]: `X-Request-Id`, echoed or generated, on every response and log line;
+//! - [`shutdown`]: the Ctrl-C / SIGTERM signal every service stops on;
 //! - [`card`]: Luhn checks, brands, and the card summary (brand + last four) that is all a service
 //!   may keep of a card.
 
@@ -15,6 +16,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod problem;
 pub mod request_id;
+pub mod shutdown;
 
 pub use card::{CardInput, CardSummary};
 pub use extract::{JsonBody, OptionalJsonBody, Path, Query, parse_json};

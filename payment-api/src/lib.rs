@@ -75,25 +75,7 @@ pub async fn serve_cli() -> anyhow::Result<()> {
     let _logs = telemetry::init(&config.log, config.log_format, config.log_dir.as_deref())?;
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-    run(config, listener, shutdown_signal()).await
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-            let _ = interrupt.await;
-            return;
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    run(config, listener, http_conventions::shutdown::signal()).await
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then stops accepting, lets
