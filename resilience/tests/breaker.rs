@@ -123,7 +123,7 @@ async fn half_open_admits_exactly_the_configured_probes_under_concurrency() {
     let mut permits = permits.into_iter();
     permits.next().unwrap().record(false);
     permits.next().unwrap().record(false);
-    assert_eq!(state(&b), BreakerState::HalfOpen, "two of three probes succeeded");
+    assert_eq!(state(&b), BreakerState::HalfOpen, "two of three probes succeeded; one still out");
     assert!(b.permit().is_err(), "no fourth probe while one is in flight");
     permits.next().unwrap().record(false);
     assert_eq!(state(&b), BreakerState::Closed);
@@ -142,8 +142,11 @@ async fn each_failed_probe_reopens_for_longer_up_to_the_cap() {
         advance(Duration::from_millis(expected - 1)).await;
         assert!(b.permit().is_err(), "still open 1 ms before the end of {expected} ms");
         advance(Duration::from_millis(1)).await;
-        let probe = b.permit().expect("a probe once the open period is over");
-        probe.record(true);
+        // Two of three probes failing is a 67 % failure rate: open again, for longer.
+        b.permit().expect("a probe once the open period is over").record(true);
+        assert_eq!(state(&b), BreakerState::HalfOpen, "one failed probe of three is 33 %, under 50 %");
+        b.permit().expect("a second probe").record(true);
+        assert_eq!(state(&b), BreakerState::Open);
         expected_open.push(expected);
     }
     assert_eq!(b.snapshot().trips, 7);
@@ -167,12 +170,28 @@ async fn each_failed_probe_reopens_for_longer_up_to_the_cap() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_slow_probe_counts_as_a_failed_probe() {
+async fn slow_probes_count_as_failed_probes() {
     let b = breaker();
     record(&b, true, 10);
     advance(Duration::from_secs(5)).await;
     slow_success(&b, Duration::from_secs(2)).await;
+    slow_success(&b, Duration::from_secs(2)).await;
     assert_eq!(state(&b), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_failed_probe_of_three_still_closes_a_mostly_healthy_service() {
+    let b = breaker();
+    let mut transitions = b.transitions();
+    record(&b, true, 10);
+    advance(Duration::from_secs(5)).await;
+    b.permit().unwrap().record(false);
+    b.permit().unwrap().record(true);
+    assert_eq!(state(&b), BreakerState::HalfOpen);
+    b.permit().unwrap().record(false);
+    assert_eq!(state(&b), BreakerState::Closed);
+    let reasons: Vec<TransitionReason> = std::iter::from_fn(|| transitions.try_recv().ok()).map(|t| t.reason).collect();
+    assert_eq!(reasons.last(), Some(&TransitionReason::ProbesSucceeded { succeeded: 2, probes: 3 }));
 }
 
 #[tokio::test(start_paused = true)]

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod loadgen;
 pub mod process;
 pub mod redis_server;
+pub mod soak;
 
 use std::collections::HashMap;
 use std::future::Future;

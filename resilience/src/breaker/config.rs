@@ -23,7 +23,8 @@ pub struct BreakerConfig {
     pub open_duration_multiplier: f64,
     /// The open duration never grows past this.
     pub max_open_duration: Duration,
-    /// How many trial calls half-open admits; all must succeed to close.
+    /// How many trial calls half-open admits; it closes when their failure rate (slow calls
+    /// counted as failures) stays under `failure_rate_threshold`.
     pub half_open_probes: u32,
 }
 

@@ -3,7 +3,7 @@
 //! | failsafe gap | what this module does |
 //! |---|---|
 //! | its state is private | a `TransitionLatch` instrument reports each transition; the breaker keeps the observable state |
-//! | half-open admits every call | at most `half_open_probes` calls are admitted; all must succeed to close |
+//! | half-open admits every call, and one failure reopens | at most `half_open_probes` calls are admitted, and judged by their failure rate against the threshold (as resilience4j does) |
 //! | open → half-open happens lazily on the next call | still lazy, but `open_until` is exposed so a dashboard can count down |
 //! | a future dropped by an outer timeout is never recorded | [`Permit`] is a guard: dropped unrecorded, it frees its probe slot; [`crate::Guard`] puts the per-attempt timeout inside the permit |
 //! | open time on its own `std` clock, backoffs in whole seconds | open periods are kept here on tokio's clock, in milliseconds, growing on repeated trips |
@@ -72,10 +72,10 @@ pub enum TransitionReason {
     Tripped(TripReason),
     /// The open period elapsed and a call arrived.
     OpenElapsed,
-    /// A half-open probe failed or was slow.
-    ProbeFailed { slow: bool },
-    /// Every half-open probe succeeded.
-    ProbesSucceeded { probes: u32 },
+    /// Enough half-open probes failed (or were slow) that their failure rate reached the threshold.
+    ProbesFailed { failed: u32, probes: u32 },
+    /// The half-open probes finished with a failure rate under the threshold.
+    ProbesSucceeded { succeeded: u32, probes: u32 },
     /// An operator set the mode.
     Operator(Mode),
 }
@@ -85,9 +85,12 @@ impl fmt::Display for TransitionReason {
         match self {
             TransitionReason::Tripped(reason) => reason.fmt(f),
             TransitionReason::OpenElapsed => f.write_str("open period elapsed; probing"),
-            TransitionReason::ProbeFailed { slow: false } => f.write_str("a half-open probe failed"),
-            TransitionReason::ProbeFailed { slow: true } => f.write_str("a half-open probe was slow"),
-            TransitionReason::ProbesSucceeded { probes } => write!(f, "all {probes} half-open probes succeeded"),
+            TransitionReason::ProbesFailed { failed, probes } => {
+                write!(f, "{failed} of {probes} half-open probes failed or were slow")
+            }
+            TransitionReason::ProbesSucceeded { succeeded, probes } => {
+                write!(f, "{succeeded} of {probes} half-open probes succeeded")
+            }
             TransitionReason::Operator(Mode::Auto) => f.write_str("operator returned the breaker to automatic"),
             TransitionReason::Operator(Mode::ForcedOpen) => f.write_str("operator forced the breaker open"),
             TransitionReason::Operator(Mode::ForcedClosed) => f.write_str("operator forced the breaker closed"),
@@ -124,6 +127,7 @@ pub struct BreakerSnapshot {
     pub trips: u32,
     pub probes_in_flight: u32,
     pub probes_succeeded: u32,
+    pub probes_failed: u32,
 }
 
 /// A refused call.
@@ -169,6 +173,7 @@ struct Core {
     trips: u32,
     probes_in_flight: u32,
     probes_succeeded: u32,
+    probes_failed: u32,
     rejected: u64,
 }
 
@@ -195,6 +200,7 @@ impl Core {
             trips: self.trips,
             probes_in_flight: self.probes_in_flight,
             probes_succeeded: self.probes_succeeded,
+            probes_failed: self.probes_failed,
         }
     }
 }
@@ -264,6 +270,7 @@ impl Breaker {
             trips: 0,
             probes_in_flight: 0,
             probes_succeeded: 0,
+            probes_failed: 0,
             rejected: 0,
         };
         let (snapshot, _) = watch::channel(core.snapshot());
@@ -356,7 +363,7 @@ impl Shared {
     }
 
     fn admit_probe(&self, core: &mut Core) -> Result<bool, Rejected> {
-        if core.probes_in_flight + core.probes_succeeded < self.config.half_open_probes {
+        if core.probes_in_flight + core.probes_succeeded + core.probes_failed < self.config.half_open_probes {
             core.probes_in_flight += 1;
             Ok(true)
         } else {
@@ -374,6 +381,7 @@ impl Shared {
         }
         core.probes_in_flight = 0;
         core.probes_succeeded = 0;
+        core.probes_failed = 0;
         self.transition(core, BreakerState::HalfOpen, TransitionReason::OpenElapsed, None);
         true
     }
@@ -398,22 +406,30 @@ impl Shared {
             return;
         }
         if probe {
+            // Half-open is judged like resilience4j: by the failure rate over the probes, against
+            // the same threshold as the window. It reopens as soon as that rate is reached
+            // whatever the remaining probes do, and closes when all probes finished under it.
             core.probes_in_flight = core.probes_in_flight.saturating_sub(1);
             if failed || slow {
+                core.probes_failed += 1;
+            } else {
+                core.probes_succeeded += 1;
+            }
+            let probes = self.config.half_open_probes;
+            let failed_share = f64::from(core.probes_failed) / f64::from(probes);
+            if failed_share >= self.config.failure_rate_threshold {
                 core.latch.take();
                 core.machine.on_error();
                 if core.latch.take() == OPENED {
-                    self.open(&mut core, TransitionReason::ProbeFailed { slow: slow && !failed });
+                    let failed = core.probes_failed;
+                    self.open(&mut core, TransitionReason::ProbesFailed { failed, probes });
                 }
-            } else {
-                core.probes_succeeded += 1;
-                if core.probes_succeeded >= self.config.half_open_probes {
-                    core.latch.take();
-                    core.machine.on_success();
-                    if core.latch.take() == CLOSED {
-                        let probes = self.config.half_open_probes;
-                        self.close(&mut core, TransitionReason::ProbesSucceeded { probes });
-                    }
+            } else if core.probes_succeeded + core.probes_failed >= probes {
+                core.latch.take();
+                core.machine.on_success();
+                if core.latch.take() == CLOSED {
+                    let succeeded = core.probes_succeeded;
+                    self.close(&mut core, TransitionReason::ProbesSucceeded { succeeded, probes });
                 }
             }
         } else if failed || slow {
@@ -423,7 +439,7 @@ impl Shared {
                 let reason = lock_window(&core.window).trip_reason(&self.thresholds());
                 match reason {
                     Some(reason) => self.open(&mut core, TransitionReason::Tripped(reason)),
-                    None => self.open(&mut core, TransitionReason::ProbeFailed { slow }),
+                    None => self.open(&mut core, TransitionReason::ProbesFailed { failed: 1, probes: 1 }),
                 }
             }
         } else {
@@ -449,6 +465,7 @@ impl Shared {
         core.open_until_wall = Some(now + open_for);
         core.probes_in_flight = 0;
         core.probes_succeeded = 0;
+        core.probes_failed = 0;
         self.transition(core, BreakerState::Open, reason, Some(open_for));
     }
 
@@ -459,6 +476,7 @@ impl Shared {
         core.open_until_wall = None;
         core.probes_in_flight = 0;
         core.probes_succeeded = 0;
+        core.probes_failed = 0;
         lock_window(&core.window).clear();
         self.transition(core, BreakerState::Closed, reason, None);
     }
