@@ -10,6 +10,8 @@
 # .run/ on first use.
 #   ./run.sh test [ARGS]   run every test (cargo nextest when installed, else cargo test)
 #   ./run.sh bench [bank|resilience]  benchmarks (see README.md)
+#   ./run.sh soak [--payments N] [--kill-gateway] [--restart-redis] [--instances 2]
+#                          payments through chaos, then the invariants checked (see README.md)
 #
 # Works from any directory; stops everything it started on exit, Ctrl-C or error.
 set -euo pipefail
@@ -168,7 +170,9 @@ cmd_bench() {
   [ $# -gt 0 ] && shift
   case "$target" in
     bank)
-      build_release -p mock-bank -p tests --bin bench
+      # Separate builds: with --bin, cargo builds only that binary of every package named.
+      build_release -p mock-bank
+      build_release -p tests --bin bench
       "$ROOT/target/release/bench" bank "$@"
       ;;
     resilience)
@@ -184,7 +188,12 @@ case "${1:-}" in
   --headless) cmd_start 1 ;;
   test) shift; cmd_test "$@" ;;
   bench) shift; cmd_bench "$@" ;;
-  soak) die "the soak run arrives with the load-and-chaos proof (issue 7); it is not built yet" ;;
+  soak)
+    shift
+    build_release -p mock-bank -p payment-api
+    build_release -p tests --bin soak
+    "$ROOT/target/release/soak" "$@"
+    ;;
   -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$1' (try ./run.sh --help)" ;;
 esac

@@ -51,8 +51,9 @@ pub struct Config {
     #[arg(long, env = "IDEMPOTENCY_LEASE_MS", default_value_t = 30_000)]
     pub lease_ms: u64,
 
-    /// How long after a payment was created the bank may still commit a request that timed out
-    /// (ms). Past it, a processing payment the bank has no record of is failed and its key freed.
+    /// How long the bank may still commit a request that timed out (ms), counted from the end of
+    /// the gateway's last bank call for the payment. Past it, a processing payment the bank has no
+    /// record of is failed and its key freed.
     #[arg(long, env = "BANK_COMMIT_WINDOW_MS", default_value_t = 60_000)]
     pub commit_window_ms: u64,
 

@@ -61,6 +61,8 @@ pub struct Settings {
     pub retention: Duration,
     pub commit_window: Duration,
     pub inquiry_timeout: Duration,
+    /// The bank call's overall deadline: attempts may be sent until then.
+    pub bank_deadline: Duration,
     pub reconcile_interval: Duration,
     pub currencies: Vec<String>,
 }
@@ -145,6 +147,7 @@ impl Gateway {
                 retention: config.retention(),
                 commit_window: config.commit_window(),
                 inquiry_timeout: std::time::Duration::from_millis(config.attempt_timeout_ms),
+                bank_deadline: std::time::Duration::from_millis(config.deadline_ms),
                 reconcile_interval: std::time::Duration::from_millis(config.reconcile_interval_ms),
                 currencies: config.currencies.clone(),
             },
@@ -241,6 +244,7 @@ impl Gateway {
             idempotency_key: idempotency_key.to_owned(),
             // If this request dies, the reconciler takes over once its lease has run out.
             reconcile_after: Some(now + self.settings.lease),
+            last_attempt_at: Some(now),
         };
         let owner = self.owner(request_id);
         let claim = self
@@ -262,18 +266,23 @@ impl Gateway {
         match claim {
             Claim::Fresh => {
                 self.emit(&payment, None);
-                self.charge(payment, &request, &key, request_id, started).await
+                self.charge(payment, &request, &key, request_id, started, false).await
             }
             Claim::TakeOver { resource_id } => {
                 let existing = self.store.get_payment(&resource_id).await.map_err(|e| store_problem(&e))?;
-                let payment = existing.unwrap_or(Payment { id: resource_id, ..payment });
+                let mut payment = existing.unwrap_or(Payment { id: resource_id, ..payment });
                 info!(payment_id = %payment.id, idempotency_key, "taking over a payment whose request died");
                 if payment.is_settled() {
                     let response = response_for(&payment);
                     self.finish(&key, &payment, &response, None).await?;
                     return Ok(Answer::replay(response));
                 }
-                self.charge(payment, &request, &key, request_id, started).await
+                // Recorded before the bank sees the charge again, so the reconciler's commit
+                // window starts over.
+                payment.last_attempt_at = Some(Utc::now());
+                payment.reconcile_after = Some(Utc::now() + self.settings.lease);
+                self.timed("put", self.store.put_payment(&payment)).await.map_err(|e| store_problem(&e))?;
+                self.charge(payment, &request, &key, request_id, started, true).await
             }
             Claim::Replay(response) => Ok(Answer::replay(response)),
             Claim::InUse { retry_after } => Err(Problem::new(
@@ -291,6 +300,8 @@ impl Gateway {
     }
 
     /// Charges through the guard and settles the payment from what happened.
+    /// `inherited`: the payment was taken over from a request that died, whose attempts may still
+    /// commit at the bank; then nothing this call sees proves the bank did not charge.
     async fn charge(
         &self,
         mut payment: Payment,
@@ -298,8 +309,10 @@ impl Gateway {
         key: &str,
         request_id: &str,
         started: tokio::time::Instant,
+        inherited: bool,
     ) -> Result<Answer, Problem> {
         let bank_key = payment.id.clone();
+        let owner = self.owner(request_id);
         let replies = AtomicU32::new(0);
         let lost = AtomicU32::new(0);
         let report = self
@@ -336,7 +349,7 @@ impl Gateway {
                     "the bank is failing and calls to it are paused; nothing was charged",
                 )
                 .with_retry_after(retry_after_secs(rejected.retry_after));
-                self.give_up(payment, key, problem, started).await
+                self.give_up(payment, key, &owner, problem, started, inherited).await
             }
             CallResult::Overloaded(_) => {
                 let problem = Problem::new(
@@ -345,7 +358,7 @@ impl Gateway {
                     "too many bank calls in flight; nothing was charged",
                 )
                 .with_retry_after(1);
-                self.give_up(payment, key, problem, started).await
+                self.give_up(payment, key, &owner, problem, started, inherited).await
             }
             CallResult::Failed { stop, .. } if !report.may_have_acted => {
                 let problem = match stop {
@@ -357,7 +370,7 @@ impl Gateway {
                     .with_retry_after(retry_after_secs(rejected.retry_after)),
                     _ => bank_unavailable(),
                 };
-                self.give_up(payment, key, problem, started).await
+                self.give_up(payment, key, &owner, problem, started, inherited).await
             }
             CallResult::Failed { .. } => {
                 match self.bank.inquire(&payment.id, request_id, self.settings.inquiry_timeout).await {
@@ -368,16 +381,9 @@ impl Gateway {
                         Ok(Answer::fresh(response))
                     }
                     Inquiry::NotFound if unanswered == 0 => {
-                        self.give_up(payment, key, bank_unavailable(), started).await
+                        self.give_up(payment, key, &owner, bank_unavailable(), started, inherited).await
                     }
-                    _ => {
-                        payment.reconcile_after = Some(Utc::now());
-                        payment.updated_at = Utc::now();
-                        let response = response_for(&payment);
-                        self.finish(key, &payment, &response, Some(started.elapsed())).await?;
-                        info!(payment_id = %payment.id, "bank outcome unknown; payment left processing for the reconciler");
-                        Ok(Answer::fresh(response))
-                    }
+                    _ => self.leave_processing(payment, key, started).await,
                 }
             }
         }
@@ -407,19 +413,44 @@ impl Gateway {
         Ok(())
     }
 
-    /// The bank surely did not charge: the payment fails and the key is freed for a retry.
-    async fn give_up<T>(
+    /// The outcome is unknown: the payment stays processing (202) and the reconciler settles it.
+    async fn leave_processing(
         &self,
         mut payment: Payment,
         key: &str,
+        started: tokio::time::Instant,
+    ) -> Result<Answer, Problem> {
+        payment.reconcile_after = Some(Utc::now());
+        payment.updated_at = Utc::now();
+        let response = response_for(&payment);
+        self.finish(key, &payment, &response, Some(started.elapsed())).await?;
+        info!(payment_id = %payment.id, "bank outcome unknown; payment left processing for the reconciler");
+        Ok(Answer::fresh(response))
+    }
+
+    /// This call surely did not get the bank to charge: the payment fails and the key is freed
+    /// for a retry; unless the payment was inherited from a request that died, whose own attempts
+    /// may still commit, in which case it is left processing for the reconciler.
+    async fn give_up(
+        &self,
+        mut payment: Payment,
+        key: &str,
+        owner: &str,
         problem: Problem,
         started: tokio::time::Instant,
-    ) -> Result<T, Problem> {
+        inherited: bool,
+    ) -> Result<Answer, Problem> {
+        if inherited {
+            return self.leave_processing(payment, key, started).await;
+        }
         fail(&mut payment, problem.detail.clone());
-        self.timed("release", self.store.release(key, &payment.id, Some(&payment)))
+        let released = self
+            .timed("release", self.store.release(key, &payment.id, Some(owner), Some(&payment)))
             .await
             .map_err(|e| store_problem(&e))?;
-        self.emit(&payment, Some(started.elapsed()));
+        if released {
+            self.emit(&payment, Some(started.elapsed()));
+        }
         Err(problem)
     }
 
@@ -471,12 +502,13 @@ impl Gateway {
         // bank under the same refund key and can never refund twice.
         let refund_id = format!("re_{}", Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes()));
 
+        let owner = self.owner(request_id);
         let claim = self
             .store
             .claim(ClaimRequest {
                 key: &key,
                 fingerprint: &fingerprint,
-                owner: &self.owner(request_id),
+                owner: &owner,
                 resource_id: &refund_id,
                 lease: self.settings.lease,
                 retention: self.settings.retention,
@@ -505,7 +537,7 @@ impl Gateway {
         }
 
         let release = |problem: Problem| async {
-            self.store.release(&key, &refund_id, None).await.map_err(|e| store_problem(&e))?;
+            self.store.release(&key, &refund_id, Some(&owner), None).await.map_err(|e| store_problem(&e))?;
             Err::<Answer, Problem>(problem)
         };
         let refundable = matches!(payment.status, PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded);
@@ -598,6 +630,14 @@ impl Gateway {
         Ok(settled)
     }
 
+    /// Whether the bank can no longer commit any attempt of this payment: the commit window has
+    /// passed since the last attempt could have been sent.
+    fn commit_window_passed(&self, payment: &Payment) -> bool {
+        let last_sent = payment.last_attempt_at.unwrap_or(payment.created_at);
+        let quiet = (Utc::now() - last_sent).to_std().unwrap_or_default();
+        quiet > self.settings.bank_deadline + self.settings.commit_window
+    }
+
     async fn reconcile(&self, mut payment: Payment) -> Result<bool, StoreError> {
         let key = scoped_key(&payment.merchant_id, "payment", &payment.idempotency_key);
         match self.bank.inquire(&payment.id, "reconciler", self.settings.inquiry_timeout).await {
@@ -610,11 +650,12 @@ impl Gateway {
                 self.emit(&payment, None);
                 Ok(true)
             }
-            Inquiry::NotFound
-                if (Utc::now() - payment.created_at).to_std().unwrap_or_default() > self.settings.commit_window =>
-            {
+            Inquiry::NotFound if self.commit_window_passed(&payment) => {
                 fail(&mut payment, "the bank has no record of this charge");
-                self.store.release(&key, &payment.id, Some(&payment)).await?;
+                // Not from under a live request: a client's retry may have taken the payment over.
+                if !self.store.release(&key, &payment.id, None, Some(&payment)).await? {
+                    return Ok(false);
+                }
                 info!(payment_id = %payment.id, "reconciled payment: never charged; key released");
                 self.metrics.reconciled.inc("result=\"released\"".to_owned());
                 self.emit(&payment, None);

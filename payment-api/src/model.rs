@@ -89,6 +89,10 @@ pub struct Payment {
     /// While `processing`: when the reconciler should look at it (at once after a 202, after the
     /// lease for a payment whose request may still be running).
     pub reconcile_after: Option<DateTime<Utc>>,
+    /// When the gateway last started sending this charge to the bank: the bank's commit window
+    /// runs from then, not from the payment's creation (a takeover may charge much later).
+    #[serde(default)]
+    pub last_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// The payment object of the API.

@@ -20,6 +20,11 @@ impl GatewayProcess {
     pub async fn start(binary: &str, bank_url: &str, store: &str, extra: &[&str]) -> Self {
         let addr: SocketAddr =
             std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
+        Self::start_at(binary, addr, bank_url, store, extra).await
+    }
+
+    /// Like [`GatewayProcess::start`], on a given address (to restart where one was killed).
+    pub async fn start_at(binary: &str, addr: SocketAddr, bank_url: &str, store: &str, extra: &[&str]) -> Self {
         let child = Command::new(binary)
             .args(["--listen", &addr.to_string(), "--bank-url", bank_url, "--store", store])
             .args(["--api-keys", &format!("{}:{}", MERCHANT_A.0, MERCHANT_A.1)])
@@ -38,6 +43,12 @@ impl GatewayProcess {
         })
         .await;
         gateway
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM: the gateway should stop accepting and finish what is in flight.

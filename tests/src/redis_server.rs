@@ -14,6 +14,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Keep an append-only file fsynced on every write, so a restart loses nothing.
+    persistent: bool,
 }
 
 fn installed() -> bool {
@@ -23,6 +25,16 @@ fn installed() -> bool {
 impl RedisServer {
     /// Starts a server, or returns `None` (with a printed reason) when Redis is not installed.
     pub async fn start(test: &str) -> Option<Self> {
+        Self::launch(test, false).await
+    }
+
+    /// Like [`RedisServer::start`], with every write fsynced to an append-only file, so that a
+    /// killed and restarted server comes back with its data.
+    pub async fn start_persistent(test: &str) -> Option<Self> {
+        Self::launch(test, true).await
+    }
+
+    async fn launch(test: &str, persistent: bool) -> Option<Self> {
         if !installed() {
             if std::env::var("REQUIRE_REDIS").is_ok_and(|v| v == "1") {
                 panic!("{test}: redis-server is not installed, and REQUIRE_REDIS=1 forbids skipping");
@@ -33,7 +45,7 @@ impl RedisServer {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
         let dir = std::env::temp_dir().join(format!("rp-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut server = Self { port, dir, child: None };
+        let mut server = Self { port, dir, child: None, persistent };
         server.restart().await;
         Some(server)
     }
@@ -44,8 +56,10 @@ impl RedisServer {
 
     /// Starts the server process (again) on the same port and waits until it accepts connections.
     pub async fn restart(&mut self) {
+        let appendonly = if self.persistent { "yes" } else { "no" };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", appendonly, "--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())

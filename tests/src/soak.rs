@@ -299,7 +299,15 @@ pub async fn check(
             }
             other => {
                 orphan_charges += 1;
-                report.examples.push(format!("charge {bank_key} has payment {:?}", other.map(|p| &p["status"])));
+                report.examples.push(format!(
+                    "charge {bank_key} (charged at {}) has payment {:?} ({:?}, {} attempts, created {}, updated {})",
+                    charge["created_at"].as_str().unwrap_or_default(),
+                    other.map(|p| &p["status"]),
+                    other.map(|p| &p["failure_reason"]),
+                    other.map_or(0, |p| p["attempts"].as_u64().unwrap_or(0)),
+                    other.map_or("", |p| p["created_at"].as_str().unwrap_or_default()),
+                    other.map_or("", |p| p["updated_at"].as_str().unwrap_or_default()),
+                ));
             }
         }
     }

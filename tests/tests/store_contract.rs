@@ -31,6 +31,7 @@ fn payment(id: &str, merchant: &str, order: &str) -> Payment {
         merchant_id: merchant.to_owned(),
         idempotency_key: format!("key-of-{id}"),
         reconcile_after: Some(now + Duration::from_secs(3600)),
+        last_attempt_at: Some(now),
     }
 }
 
@@ -81,7 +82,7 @@ async fn contract(store: Store) {
     );
     assert_eq!(store.get_payment(&p1.id).await.unwrap().unwrap().status, PaymentStatus::Succeeded);
     // A final answer is never released.
-    store.release("m1:payment:a", &p1.id, None).await.unwrap();
+    store.release("m1:payment:a", &p1.id, None, None).await.unwrap();
     assert_eq!(
         store.claim(claim("m1:payment:a", "fp-a", "x", None)).await.unwrap(),
         Claim::Replay(answer(201)),
@@ -91,7 +92,7 @@ async fn contract(store: Store) {
     // Release frees an in-flight key, but only for the resource that holds it.
     let p2 = payment(&format!("pay_{tag}_2"), "m1", "o2");
     store.claim(claim("m1:payment:b", "fp-b", &p2.id, Some(&p2))).await.unwrap();
-    store.release("m1:payment:b", "pay_someone_else", None).await.unwrap();
+    store.release("m1:payment:b", "pay_someone_else", Some("test-owner"), None).await.unwrap();
     assert!(
         matches!(store.claim(claim("m1:payment:b", "fp-b", "y", None)).await.unwrap(), Claim::InUse { .. }),
         "{tag}"
@@ -99,14 +100,19 @@ async fn contract(store: Store) {
     let mut failed = p2.clone();
     failed.status = PaymentStatus::Failed;
     failed.reconcile_after = None;
-    store.release("m1:payment:b", &p2.id, Some(&failed)).await.unwrap();
+    // Never from under a live lease: not by the reconciler, nor by another request.
+    assert!(!store.release("m1:payment:b", &p2.id, None, Some(&failed)).await.unwrap(), "{tag}");
+    assert!(!store.release("m1:payment:b", &p2.id, Some("someone-else"), Some(&failed)).await.unwrap(), "{tag}");
+    assert_eq!(store.get_payment(&p2.id).await.unwrap().unwrap().status, PaymentStatus::Processing, "{tag}: untouched");
+    // The lease holder may.
+    assert!(store.release("m1:payment:b", &p2.id, Some("test-owner"), Some(&failed)).await.unwrap(), "{tag}");
     assert_eq!(store.get_payment(&p2.id).await.unwrap().unwrap().status, PaymentStatus::Failed);
     let p3 = payment(&format!("pay_{tag}_3"), "m1", "o2");
     assert_eq!(store.claim(claim("m1:payment:b", "fp-b", &p3.id, Some(&p3))).await.unwrap(), Claim::Fresh, "{tag}");
 
     // A stored 202 (processing) can still be released.
     store.finish("m1:payment:b", &p3.id, &answer(202), Duration::from_secs(3600), None).await.unwrap();
-    store.release("m1:payment:b", &p3.id, None).await.unwrap();
+    store.release("m1:payment:b", &p3.id, None, None).await.unwrap();
     assert_eq!(store.record("m1:payment:b").await.unwrap(), None, "{tag}");
 
     // An expired lease is taken over, naming the payment to finish.
@@ -121,6 +127,14 @@ async fn contract(store: Store) {
     })
     .await;
     assert_eq!(taken, p4.id, "{tag}");
+    // Once a lease has expired, the reconciler may release the key.
+    let short = ClaimRequest { lease: Duration::from_millis(50), ..claim("m1:payment:d", "fp-d", "pay_d", None) };
+    assert_eq!(store.claim(short).await.unwrap(), Claim::Fresh);
+    wait_for("the lease to expire", Duration::from_secs(5), || async {
+        store.release("m1:payment:d", "pay_d", None, None).await.unwrap().then_some(())
+    })
+    .await;
+    assert_eq!(store.record("m1:payment:d").await.unwrap(), None, "{tag}");
 
     // Keys of another merchant are other keys; records expire after the retention period.
     let other = ClaimRequest { retention: Duration::from_millis(100), ..claim("m2:payment:a", "fp-a", "pay_m2", None) };

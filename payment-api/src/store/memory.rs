@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    Claim, ClaimRequest, IdempotencyRecord, PaymentFilter, PaymentPage, RecordState, StoredResponse, created_micros,
-    decide_claim, due_ms, matches, now_ms,
+    Claim, ClaimRequest, IdempotencyRecord, PaymentFilter, PaymentPage, RecordState, Release, StoredResponse,
+    created_micros, decide_claim, decide_release, due_ms, matches, now_ms,
 };
 use crate::model::{Payment, Refund};
 
@@ -81,16 +81,25 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub fn release(&self, key: &str, resource_id: &str, payment: Option<&Payment>) -> Result<(), super::StoreError> {
+    pub fn release(
+        &self,
+        key: &str,
+        resource_id: &str,
+        owner: Option<&str>,
+        payment: Option<&Payment>,
+    ) -> Result<bool, super::StoreError> {
         let mut state = self.lock();
-        let ours = state.records.get(key).is_some_and(|r| r.resource_id == resource_id && !r.is_final());
-        if ours {
-            state.records.remove(key);
+        match decide_release(state.records.get(key), resource_id, owner, now_ms()) {
+            Release::Refuse => return Ok(false),
+            Release::Delete => {
+                state.records.remove(key);
+            }
+            Release::Keep => {}
         }
         if let Some(payment) = payment {
             state.put_payment(payment);
         }
-        Ok(())
+        Ok(true)
     }
 
     pub fn put_payment(&self, payment: &Payment) -> Result<(), super::StoreError> {

@@ -57,6 +57,39 @@ impl IdempotencyRecord {
     }
 }
 
+/// What [`Store::release`] decides about an existing record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Delete the record and store the payment.
+    Delete,
+    /// The record is not this resource's (or is gone): store the payment, leave the record.
+    Keep,
+    /// A live request holds the key (a takeover after a crash): change nothing; it will finish.
+    Refuse,
+}
+
+/// The release rule, shared by the backends that run it in Rust (Redis runs it in Lua): a record
+/// is deleted only by the request holding its lease, once its lease has expired, or when it holds
+/// a stored 202; never from under a live request, which would let a retry charge a second time.
+pub fn decide_release(
+    existing: Option<&IdempotencyRecord>,
+    resource_id: &str,
+    owner: Option<&str>,
+    now_ms: i64,
+) -> Release {
+    match existing {
+        Some(record) if record.resource_id == resource_id && !record.is_final() => match &record.state {
+            RecordState::InFlight { owner: holder, lease_until_ms }
+                if *lease_until_ms > now_ms && owner != Some(holder.as_str()) =>
+            {
+                Release::Refuse
+            }
+            _ => Release::Delete,
+        },
+        _ => Release::Keep,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum RecordState {
@@ -222,13 +255,20 @@ impl Store {
         }
     }
 
-    /// Frees `key` (if it still belongs to `resource_id` and holds no final answer) and stores
-    /// the payment.
-    pub async fn release(&self, key: &str, resource_id: &str, payment: Option<&Payment>) -> Result<(), StoreError> {
+    /// Frees `key` when the bank surely did not charge, and stores the (failed) payment, following
+    /// [`decide_release`]: `owner` is the lease holder asking (`None` for the reconciler). Returns
+    /// false, changing nothing, when a live request holds the key.
+    pub async fn release(
+        &self,
+        key: &str,
+        resource_id: &str,
+        owner: Option<&str>,
+        payment: Option<&Payment>,
+    ) -> Result<bool, StoreError> {
         match self {
-            Store::Memory(s) => s.release(key, resource_id, payment),
-            Store::Redb(s) => s.release(key, resource_id, payment).await,
-            Store::Redis(s) => s.release(key, resource_id, payment).await,
+            Store::Memory(s) => s.release(key, resource_id, owner, payment),
+            Store::Redb(s) => s.release(key, resource_id, owner, payment).await,
+            Store::Redis(s) => s.release(key, resource_id, owner, payment).await,
         }
     }
 

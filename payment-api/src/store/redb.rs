@@ -10,8 +10,8 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{
-    Claim, ClaimRequest, IdempotencyRecord, PaymentFilter, PaymentPage, RecordState, StoreError, StoredResponse,
-    created_micros, decide_claim, due_ms, matches, now_ms,
+    Claim, ClaimRequest, IdempotencyRecord, PaymentFilter, PaymentPage, RecordState, Release, StoreError,
+    StoredResponse, created_micros, decide_claim, decide_release, due_ms, matches, now_ms,
 };
 use crate::model::{Payment, Refund};
 
@@ -188,17 +188,28 @@ impl RedbStore {
         .await
     }
 
-    pub async fn release(&self, key: &str, resource_id: &str, payment: Option<&Payment>) -> Result<(), StoreError> {
-        let (key, resource_id, payment) = (key.to_owned(), resource_id.to_owned(), payment.cloned());
+    pub async fn release(
+        &self,
+        key: &str,
+        resource_id: &str,
+        owner: Option<&str>,
+        payment: Option<&Payment>,
+    ) -> Result<bool, StoreError> {
+        let (key, resource_id, owner, payment) =
+            (key.to_owned(), resource_id.to_owned(), owner.map(str::to_owned), payment.cloned());
         self.write(move |txn| {
-            let ours = read_record(txn, &key)?.is_some_and(|r| r.resource_id == resource_id && !r.is_final());
-            if ours {
-                txn.open_table(RECORDS).map_err(unavailable)?.remove(key.as_str()).map_err(unavailable)?;
+            let existing = read_record(txn, &key)?;
+            match decide_release(existing.as_ref(), &resource_id, owner.as_deref(), now_ms()) {
+                Release::Refuse => return Ok(false),
+                Release::Delete => {
+                    txn.open_table(RECORDS).map_err(unavailable)?.remove(key.as_str()).map_err(unavailable)?;
+                }
+                Release::Keep => {}
             }
             if let Some(payment) = &payment {
                 put_payment(txn, payment)?;
             }
-            Ok(())
+            Ok(true)
         })
         .await
     }

@@ -77,13 +77,19 @@ end
 return 1
 ";
 
+/// The release rule of `store::decide_release`, in Lua.
 /// KEYS: record, payment, merchant index, due index.
-/// ARGV: resource id, payment JSON or '', payment id, created score, due score or ''.
+/// ARGV: resource id, payment JSON or '', payment id, created score, due score or '', owner or ''.
 const RELEASE: &str = r"
 local raw = redis.call('GET', KEYS[1])
 if raw then
   local record = cjson.decode(raw)
   if record.resource_id == ARGV[1] and (not record.done or record.status == 202) then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if not record.done and record.lease_until_ms > now and record.owner ~= ARGV[6] then
+      return 0
+    end
     redis.call('DEL', KEYS[1])
   end
 end
@@ -262,10 +268,17 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn release(&self, key: &str, resource_id: &str, payment: Option<&Payment>) -> Result<(), StoreError> {
+    pub async fn release(
+        &self,
+        key: &str,
+        resource_id: &str,
+        owner: Option<&str>,
+        payment: Option<&Payment>,
+    ) -> Result<bool, StoreError> {
         let [json, id, created, due] = payment_args(payment)?;
         let [pay, merchant, due_index] = payment_keys(payment);
-        let _: i64 = self
+        // No request ever names itself by the empty string, so '' never matches a holder.
+        let released: i64 = self
             .release
             .key(record_key(key))
             .key(pay)
@@ -276,10 +289,11 @@ impl RedisStore {
             .arg(id)
             .arg(created)
             .arg(due)
+            .arg(owner.unwrap_or_default())
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(unavailable)?;
-        Ok(())
+        Ok(released == 1)
     }
 
     /// Writes `payment` if the stored JSON is still `expected` (`None`: whatever it is).

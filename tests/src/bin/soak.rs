@@ -1,0 +1,213 @@
+//! `./run.sh soak`: payments through the real binaries with every chaos fault kind active and the
+//! bank taken down and back up mid-run, then the invariants checked against the bank's ledger.
+//! Exits non-zero when any invariant fails.
+
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde_json::json;
+use tests::process::GatewayProcess;
+use tests::soak::{self, ClientTally, SoakPlan, Targets};
+use tests::{MERCHANT_A, RedisServer};
+
+#[derive(Debug, Parser)]
+#[command(about = "Soak the gateway through a chaotic bank and check that nothing was charged twice or lost")]
+struct Args {
+    /// Logical payments to make.
+    #[arg(long, env = "SOAK_PAYMENTS", default_value_t = 10_000)]
+    payments: usize,
+    /// Clients at once.
+    #[arg(long, env = "SOAK_CONCURRENCY", default_value_t = 64)]
+    concurrency: usize,
+    /// Share of payments also sent as concurrent and later duplicates.
+    #[arg(long, env = "SOAK_DUPLICATES", default_value_t = 0.1)]
+    duplicates: f64,
+    /// Share of bank requests that get a fault, spread over every fault kind.
+    #[arg(long, env = "SOAK_FAULT_RATE", default_value_t = 0.3)]
+    fault_rate: f64,
+    /// Gateway instances (more than one needs Redis), used round-robin.
+    #[arg(long, env = "SOAK_INSTANCES", default_value_t = 1)]
+    instances: usize,
+    /// kill -9 a gateway at 40 % of the run and restart it.
+    #[arg(long)]
+    kill_gateway: bool,
+    /// Kill Redis at 60 % of the run and restart it (its append-only file is fsynced).
+    #[arg(long)]
+    restart_redis: bool,
+    /// Store: `redis` (default when redis-server is installed) or `redb`.
+    #[arg(long, env = "SOAK_STORE")]
+    store: Option<String>,
+}
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.parent().context("no directory")?.join(name);
+    if !path.exists() {
+        bail!("{} not found; build it with `cargo build --release -p {name}`", path.display());
+    }
+    Ok(path)
+}
+
+/// On top of the process helper's quick timings (500 ms attempts, 1.5 s deadline, 2 s lease, 3 s
+/// commit window): short breaker open periods, no rate limit in the way, quiet logs.
+const GATEWAY_ARGS: [&str; 8] =
+    ["--breaker-open-ms", "500", "--breaker-open-max-ms", "2000", "--rate-limit-per-sec", "1000000", "--log", "warn"];
+
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let redis_installed = std::process::Command::new("redis-server").arg("--version").output().is_ok();
+    let store_kind = args.store.clone().unwrap_or_else(|| if redis_installed { "redis" } else { "redb" }.into());
+    if store_kind != "redis" && (args.instances > 1 || args.restart_redis) {
+        bail!("--instances > 1 and --restart-redis need the Redis store (install redis-server)");
+    }
+
+    let bank_addr = free_addr()?;
+    let _bank = Child(
+        std::process::Command::new(sibling("mock-bank")?)
+            .args(["--listen", &bank_addr.to_string(), "--log", "warn"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting mock-bank")?,
+    );
+    let bank = format!("http://{bank_addr}");
+    let http = reqwest::Client::new();
+    tests::wait_for("the bank", Duration::from_secs(20), || async {
+        http.get(format!("{bank}/healthz")).send().await.ok().filter(|r| r.status().is_success()).map(drop)
+    })
+    .await;
+
+    let mut redis = None;
+    let dir = std::env::temp_dir().join(format!("rp-soak-{}", uuid::Uuid::new_v4().simple()));
+    let store = if store_kind == "redis" {
+        let server = RedisServer::start_persistent("soak").await.context("redis-server is not installed")?;
+        let url = server.url();
+        redis = Some(server);
+        url
+    } else {
+        format!("redb:{}", dir.join("soak.redb").display())
+    };
+
+    let gateway_bin = sibling("payment-api")?.display().to_string();
+    let mut gateways = Vec::new();
+    for _ in 0..args.instances.max(1) {
+        gateways.push(GatewayProcess::start(&gateway_bin, &bank, &store, &GATEWAY_ARGS).await);
+    }
+    let targets = Targets {
+        gateways: gateways.iter().map(|g| g.url.clone()).collect(),
+        bank: bank.clone(),
+        api_key: MERCHANT_A.1.into(),
+    };
+
+    // Every fault kind, sharing the fault rate; hangs outlast the gateway's attempts and commit late.
+    let share = args.fault_rate / 5.0;
+    let chaos = json!({
+        "failure_rate": share, "ambiguous_rate": share, "timeout_rate": share, "reset_rate": share,
+        "throttle_rate": share, "retry_after_s": 1, "hang_ms": 800, "latency": {"base_ms": 2, "jitter_ms": 10},
+        "slow_rate": 0.02, "slow_ms": 700,
+    });
+    // The bank goes down a while after the start and comes back: the breaker trips and recovers.
+    let scenario = json!({"steps": [
+        {"after_s": 0, "config": chaos}, {"after_s": 8, "preset": "outage"}, {"after_s": 12, "config": chaos},
+    ]});
+    http.post(format!("{bank}/chaos/scenario")).json(&scenario).send().await?.error_for_status()?;
+    println!(
+        "soak: {} payments, {} clients, {:.0} % duplicates, {:.0} % faults, {} gateway(s) on {store_kind}{}{}",
+        args.payments,
+        args.concurrency,
+        args.duplicates * 100.0,
+        args.fault_rate * 100.0,
+        gateways.len(),
+        if args.kill_gateway { ", kill -9 mid-run" } else { "" },
+        if args.restart_redis { ", Redis restarted mid-run" } else { "" },
+    );
+
+    let tally = Arc::new(ClientTally::default());
+    let plan = SoakPlan {
+        payments: args.payments,
+        concurrency: args.concurrency,
+        duplicate_share: args.duplicates,
+        payment_deadline: Duration::from_secs(120),
+    };
+    let started = std::time::Instant::now();
+    let driving = {
+        let (targets, plan, tally) = (targets.clone(), plan.clone(), Arc::clone(&tally));
+        tokio::spawn(async move { soak::drive(&targets, &plan, tally).await })
+    };
+
+    // Mid-run disruptions, triggered by progress.
+    let expected_requests = args.payments as u64;
+    let progress = || tally.sent.load(Ordering::Relaxed);
+    if args.kill_gateway {
+        tests::wait_for("40 % of the run", Duration::from_secs(3_600), || async {
+            (progress() * 10 >= expected_requests * 4).then_some(())
+        })
+        .await;
+        let victim = &mut gateways[0];
+        let addr: SocketAddr = victim.url.trim_start_matches("http://").parse()?;
+        victim.kill();
+        println!(
+            "soak: killed gateway {addr} with SIGKILL at {:.1} s ({})",
+            started.elapsed().as_secs_f64(),
+            chrono::Utc::now()
+        );
+        *victim = GatewayProcess::start_at(&gateway_bin, addr, &bank, &store, &GATEWAY_ARGS).await;
+        println!("soak: gateway {addr} restarted at {:.1} s", started.elapsed().as_secs_f64());
+    }
+    if args.restart_redis
+        && let Some(server) = redis.as_mut()
+    {
+        tests::wait_for("60 % of the run", Duration::from_secs(3_600), || async {
+            (progress() * 10 >= expected_requests * 6).then_some(())
+        })
+        .await;
+        server.kill();
+        println!("soak: killed Redis at {:.1} s ({})", started.elapsed().as_secs_f64(), chrono::Utc::now());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        server.restart().await;
+        println!("soak: Redis restarted at {:.1} s ({})", started.elapsed().as_secs_f64(), chrono::Utc::now());
+    }
+
+    let finals = driving.await?;
+    let drove = started.elapsed();
+    let payments = soak::quiesce(&targets, Duration::from_secs(120)).await?;
+    let mut report = soak::check(&targets, &finals, &payments, &tally).await?;
+    report.figures.insert("run seconds", drove.as_secs());
+    report.figures.insert("payments per second", (args.payments as f64 / drove.as_secs_f64()) as u64);
+    println!();
+    report.print();
+    drop(gateways);
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(report.holds())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if runtime.block_on(run(args))? {
+        println!("\nsoak: every invariant holds");
+        Ok(())
+    } else {
+        println!("\nsoak: INVARIANTS FAILED");
+        std::process::exit(1);
+    }
+}
