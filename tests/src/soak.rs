@@ -177,8 +177,10 @@ async fn poll_until_settled(
     amount: i64,
     give_up: Instant,
 ) -> Option<Final> {
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    poll.tick().await;
     while Instant::now() < give_up {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        poll.tick().await;
         let Ok(response) = http.get(format!("{gateway}/v1/payments/{id}")).bearer_auth(&targets.api_key).send().await
         else {
             continue;
@@ -259,12 +261,13 @@ pub async fn quiesce(targets: &Targets, deadline: Duration) -> anyhow::Result<Ve
     http.post(format!("{}/chaos/reset", targets.bank)).send().await?.error_for_status()?;
     http.post(format!("{}/chaos/presets/healthy", targets.bank)).send().await?.error_for_status()?;
     let give_up = Instant::now() + deadline;
+    let mut poll = tokio::time::interval(Duration::from_millis(250));
     loop {
+        poll.tick().await;
         let payments = all_payments(&http, &targets.gateways[0], &targets.api_key).await?;
         if payments.iter().all(|p| p["status"] != "processing") || Instant::now() >= give_up {
             return Ok(payments);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
