@@ -128,6 +128,25 @@ fn fail(payment: &mut Payment, reason: impl Into<String>) {
     payment.updated_at = Utc::now();
 }
 
+/// 409: another request holds the key; retry once its lease may have ended (at most 5 s).
+fn key_in_use(what: &str, retry_after: Duration) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "idempotency_key_in_use",
+        format!("a {what} with this Idempotency-Key is still being processed; retry later"),
+    )
+    .with_retry_after(retry_after_secs(Some(retry_after)).min(5))
+}
+
+/// 422: the key was used with another request.
+fn key_reused() -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "this Idempotency-Key was already used with a different request",
+    )
+}
+
 fn retry_after_secs(wait: Option<Duration>) -> u64 {
     wait.map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64)
 }
@@ -285,17 +304,8 @@ impl Gateway {
                 self.charge(payment, &request, &key, request_id, started, true).await
             }
             Claim::Replay(response) => Ok(Answer::replay(response)),
-            Claim::InUse { retry_after } => Err(Problem::new(
-                StatusCode::CONFLICT,
-                "idempotency_key_in_use",
-                "a request with this Idempotency-Key is still being processed; retry later",
-            )
-            .with_retry_after(retry_after_secs(Some(retry_after)).min(5))),
-            Claim::Mismatch => Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was already used with a different request",
-            )),
+            Claim::InUse { retry_after } => Err(key_in_use("payment", retry_after)),
+            Claim::Mismatch => Err(key_reused()),
         }
     }
 
@@ -519,21 +529,8 @@ impl Gateway {
         match claim {
             Claim::Fresh | Claim::TakeOver { .. } => {}
             Claim::Replay(response) => return Ok(Answer::replay(response)),
-            Claim::InUse { retry_after } => {
-                return Err(Problem::new(
-                    StatusCode::CONFLICT,
-                    "idempotency_key_in_use",
-                    "a refund with this Idempotency-Key is still being processed; retry later",
-                )
-                .with_retry_after(retry_after_secs(Some(retry_after)).min(5)));
-            }
-            Claim::Mismatch => {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was already used with a different request",
-                ));
-            }
+            Claim::InUse { retry_after } => return Err(key_in_use("refund", retry_after)),
+            Claim::Mismatch => return Err(key_reused()),
         }
 
         let release = |problem: Problem| async {

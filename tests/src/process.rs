@@ -78,3 +78,23 @@ impl Drop for GatewayProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A binary built next to the running one (`target/<profile>/<name>`), or an error saying how to
+/// build it.
+pub fn sibling_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    let path = std::env::current_exe()?.parent().context("the binary has no directory")?.join(name);
+    if !path.exists() {
+        anyhow::bail!("{} not found; build it with `cargo build --release -p {name}`", path.display());
+    }
+    Ok(path)
+}
+
+/// Waits (up to 20 s) until `GET {base}/healthz` answers 2xx.
+pub async fn wait_healthy(base: &str) {
+    let client = reqwest::Client::new();
+    wait_for(&format!("{base} to be healthy"), Duration::from_secs(20), || async {
+        client.get(format!("{base}/healthz")).send().await.ok().filter(|r| r.status().is_success()).map(drop)
+    })
+    .await;
+}

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use http_body_util::Full;
 use tests::loadgen::{self, LoadPlan};
+use tests::process::{sibling_binary, wait_healthy};
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks of the resilient payment gateway's parts")]
@@ -58,26 +59,6 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    let path = me.parent().context("binary has no directory")?.join(name);
-    if !path.exists() {
-        bail!("{} not found; build it with `cargo build --release -p {name}`", path.display());
-    }
-    Ok(path)
-}
-
-async fn wait_healthy(addr: SocketAddr) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client.get(format!("http://{addr}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("the bank at {addr} did not become healthy")
-}
-
 async fn bench_bank(args: BankArgs) -> anyhow::Result<()> {
     let bin = match args.bank_bin {
         Some(bin) => bin,
@@ -91,7 +72,7 @@ async fn bench_bank(args: BankArgs) -> anyhow::Result<()> {
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?,
     );
-    wait_healthy(addr).await?;
+    wait_healthy(&format!("http://{addr}")).await;
 
     let body = Bytes::from_static(
         br#"{"amount":1999,"currency":"USD","card":{"number":"4242424242424242","exp_month":12,"exp_year":2099,"cvc":"123"}}"#,

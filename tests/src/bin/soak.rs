@@ -5,7 +5,6 @@
 #![allow(clippy::print_stdout)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::json;
-use tests::process::GatewayProcess;
+use tests::process::{GatewayProcess, sibling_binary, wait_healthy};
 use tests::soak::{self, ClientTally, SoakPlan, Targets};
 use tests::{MERCHANT_A, RedisServer};
 
@@ -61,14 +60,6 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::current_exe()?.parent().context("no directory")?.join(name);
-    if !path.exists() {
-        bail!("{} not found; build it with `cargo build --release -p {name}`", path.display());
-    }
-    Ok(path)
-}
-
 /// On top of the process helper's quick timings (500 ms attempts, 1.5 s deadline, 2 s lease, 3 s
 /// commit window): short breaker open periods, no rate limit in the way, quiet logs.
 const GATEWAY_ARGS: [&str; 8] =
@@ -83,18 +74,15 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     let bank_addr = free_addr()?;
     let _bank = Child(
-        std::process::Command::new(sibling("mock-bank")?)
+        std::process::Command::new(sibling_binary("mock-bank")?)
             .args(["--listen", &bank_addr.to_string(), "--log", "warn"])
             .stdout(Stdio::null())
             .spawn()
             .context("starting mock-bank")?,
     );
     let bank = format!("http://{bank_addr}");
+    wait_healthy(&bank).await;
     let http = reqwest::Client::new();
-    tests::wait_for("the bank", Duration::from_secs(20), || async {
-        http.get(format!("{bank}/healthz")).send().await.ok().filter(|r| r.status().is_success()).map(drop)
-    })
-    .await;
 
     let mut redis = None;
     let dir = std::env::temp_dir().join(format!("rp-soak-{}", uuid::Uuid::new_v4().simple()));
@@ -107,7 +95,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         format!("redb:{}", dir.join("soak.redb").display())
     };
 
-    let gateway_bin = sibling("payment-api")?.display().to_string();
+    let gateway_bin = sibling_binary("payment-api")?.display().to_string();
     let mut gateways = Vec::new();
     for _ in 0..args.instances.max(1) {
         gateways.push(GatewayProcess::start(&gateway_bin, &bank, &store, &GATEWAY_ARGS).await);
