@@ -9,7 +9,8 @@
 # private port with its data under .run/, else on the embedded store), with keys created under
 # .run/ on first use.
 #   ./run.sh test [ARGS]   run every test (cargo nextest when installed, else cargo test)
-#   ./run.sh bench [bank|resilience]  benchmarks (see README.md)
+#   ./run.sh bench [compare|bank|load|resilience] [ARGS]
+#                          benchmarks; load drives a running gateway (see README.md)
 #   ./run.sh soak [--payments N] [--kill-gateway] [--restart-redis] [--instances 2]
 #                          payments through chaos, then the invariants checked (see README.md)
 #
@@ -166,20 +167,35 @@ cmd_test() {
 }
 
 cmd_bench() {
-  local target="${1:-bank}"
+  local target="${1:-compare}"
   [ $# -gt 0 ] && shift
+  # Separate builds: with --bin, cargo builds only that binary of every package named.
   case "$target" in
+    compare)
+      build_release -p mock-bank -p payment-api
+      build_release -p tests --bin bench
+      "$ROOT/target/release/bench" compare "$@"
+      ;;
     bank)
-      # Separate builds: with --bin, cargo builds only that binary of every package named.
       build_release -p mock-bank
       build_release -p tests --bin bench
       "$ROOT/target/release/bench" bank "$@"
+      ;;
+    load)
+      # Against the gateway ./run.sh started, with the merchant key it created.
+      build_release -p tests --bin bench
+      if [ -z "${LOAD_API_KEY:-}" ] && [ -f "$RUN_DIR/keys.env" ]; then
+        ensure_keys
+        LOAD_API_KEY="${API_KEYS#*:}"
+        export LOAD_API_KEY="${LOAD_API_KEY%%,*}"
+      fi
+      "$ROOT/target/release/bench" load "$@"
       ;;
     resilience)
       need cargo "Install Rust (https://rustup.rs)."
       cargo bench -p resilience --bench breaker "$@"
       ;;
-    *) die "unknown benchmark '$target' (known: bank, resilience)" ;;
+    *) die "unknown benchmark '$target' (known: compare, bank, load, resilience)" ;;
   esac
 }
 
@@ -194,6 +210,6 @@ case "${1:-}" in
     build_release -p tests --bin soak
     "$ROOT/target/release/soak" "$@"
     ;;
-  -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$1' (try ./run.sh --help)" ;;
 esac

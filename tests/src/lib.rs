@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod baseline;
+pub mod careful;
 pub mod gateway;
 pub mod loadgen;
 pub mod process;

@@ -7,21 +7,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use serde_json::Value;
 use tokio::time::Instant;
 
-/// Where the soak sends its payments.
-#[derive(Debug, Clone)]
-pub struct Targets {
-    /// Gateway base URLs, used round-robin.
-    pub gateways: Vec<String>,
-    pub bank: String,
-    pub api_key: String,
-}
+use crate::careful::PaymentSession;
+pub use crate::careful::{ClientTally, Final, Targets};
+use crate::loadgen::{self, Bound, Pace};
 
 #[derive(Debug, Clone)]
 pub struct SoakPlan {
@@ -31,25 +25,6 @@ pub struct SoakPlan {
     pub duplicate_share: f64,
     /// How long one logical payment may take, retries and polling included.
     pub payment_deadline: Duration,
-}
-
-/// What the clients saw.
-#[derive(Debug, Default)]
-pub struct ClientTally {
-    /// Answers by HTTP status.
-    pub statuses: std::sync::Mutex<BTreeMap<u16, u64>>,
-    pub sent: AtomicU64,
-    pub retries: AtomicU64,
-    pub server_errors: AtomicU64,
-    pub transport_errors: AtomicU64,
-}
-
-/// The final answer a client got for a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Final {
-    pub status: String,
-    pub payment_id: String,
-    pub amount: i64,
 }
 
 /// The outcome of a soak run and its invariant checks.
@@ -83,157 +58,17 @@ impl SoakReport {
     }
 }
 
-fn body(key: &str, amount: i64) -> Value {
-    let card = if amount % 10 == 0 { "4000000000000002" } else { "4242424242424242" };
-    json!({
-        "amount": amount,
-        "currency": "USD",
-        "order_id": key,
-        "card": {"number": card, "exp_month": 12, "exp_year": 2030, "cvc": "123"},
-    })
-}
-
-/// Sends `key` until it gets a final answer: retries the same key on 409 (after `Retry-After`),
-/// 429, 503 and network errors with backoff, and polls a 202 until the payment settles; a polled
-/// payment that failed (never charged, key released) is sent again under the same key.
-pub async fn careful_payment(
-    http: &reqwest::Client,
+/// Runs the plan: every logical payment by a careful client, duplicates included, and returns
+/// each key's final answer.
+pub async fn drive(
     targets: &Targets,
-    key: &str,
-    amount: i64,
-    deadline: Duration,
-    tally: &ClientTally,
-    turn: usize,
-) -> Option<Final> {
-    let give_up = Instant::now() + deadline;
-    let body = body(key, amount);
-    let mut attempt = 0u32;
-    while Instant::now() < give_up {
-        let gateway = &targets.gateways[(turn + attempt as usize) % targets.gateways.len()];
-        attempt += 1;
-        if attempt > 1 {
-            tally.retries.fetch_add(1, Ordering::Relaxed);
-        }
-        tally.sent.fetch_add(1, Ordering::Relaxed);
-        let sent = http
-            .post(format!("{gateway}/v1/payments"))
-            .bearer_auth(&targets.api_key)
-            .header("Idempotency-Key", key)
-            .json(&body)
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await;
-        let backoff = Duration::from_millis((20 * u64::from(attempt.min(10))).min(500) + fastrand::u64(..50));
-        let response = match sent {
-            Ok(response) => response,
-            Err(_) => {
-                tally.transport_errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
-        };
-        let status = response.status().as_u16();
-        *tally.statuses.lock().unwrap_or_else(|p| p.into_inner()).entry(status).or_default() += 1;
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.min(2)));
-        match status {
-            201 | 402 => {
-                let payment: Value = response.json().await.ok()?;
-                return Some(Final {
-                    status: payment["status"].as_str()?.to_owned(),
-                    payment_id: payment["id"].as_str()?.to_owned(),
-                    amount,
-                });
-            }
-            202 => {
-                let payment: Value = response.json().await.ok()?;
-                let id = payment["id"].as_str()?.to_owned();
-                match poll_until_settled(http, gateway, targets, &id, amount, give_up).await {
-                    // The bank never charged it and the gateway freed the key: send the key again.
-                    Some(settled) if settled.status == "failed" => continue,
-                    other => return other,
-                }
-            }
-            409 | 429 | 503 => tokio::time::sleep(retry_after.unwrap_or(backoff).max(backoff)).await,
-            500..=599 => {
-                tally.server_errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(backoff).await;
-            }
-            _ => return None,
-        }
-    }
-    None
-}
-
-async fn poll_until_settled(
-    http: &reqwest::Client,
-    gateway: &str,
-    targets: &Targets,
-    id: &str,
-    amount: i64,
-    give_up: Instant,
-) -> Option<Final> {
-    let mut poll = tokio::time::interval(Duration::from_millis(100));
-    poll.tick().await;
-    while Instant::now() < give_up {
-        poll.tick().await;
-        let Ok(response) = http.get(format!("{gateway}/v1/payments/{id}")).bearer_auth(&targets.api_key).send().await
-        else {
-            continue;
-        };
-        let Ok(payment) = response.json::<Value>().await else { continue };
-        match payment["status"].as_str() {
-            Some("processing") | None => continue,
-            Some(status) => return Some(Final { status: status.to_owned(), payment_id: id.to_owned(), amount }),
-        }
-    }
-    None
-}
-
-/// Runs the plan: every logical payment by a careful client, duplicates included.
-pub async fn drive(targets: &Targets, plan: &SoakPlan, tally: Arc<ClientTally>) -> HashMap<String, Option<Final>> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap_or_default();
-    let slots = Arc::new(Semaphore::new(plan.concurrency.max(1)));
-    let mut tasks = Vec::with_capacity(plan.payments);
-    for i in 0..plan.payments {
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
-        let (http, targets, plan, tally) = (http.clone(), targets.clone(), plan.clone(), Arc::clone(&tally));
-        tasks.push(tokio::spawn(async move {
-            let _permit = permit;
-            let key = format!("soak-{}-{i}", uuid::Uuid::new_v4().simple());
-            let amount = 100 + (i as i64 % 5_000);
-            let duplicate = fastrand::f64() < plan.duplicate_share;
-            let first = careful_payment(&http, &targets, &key, amount, plan.payment_deadline, &tally, i);
-            let answer = if duplicate {
-                let twin = careful_payment(&http, &targets, &key, amount, plan.payment_deadline, &tally, i + 1);
-                let (a, b) = tokio::join!(first, twin);
-                // And once more, later: a replay.
-                let again = careful_payment(&http, &targets, &key, amount, plan.payment_deadline, &tally, i).await;
-                let answers = [a, b, again];
-                let settled: Vec<&Final> = answers.iter().flatten().collect();
-                if settled.windows(2).any(|w| w[0].payment_id != w[1].payment_id) {
-                    // Different payments for one key: record the disagreement for the checker.
-                    Some(Final { status: "DIVERGED".into(), payment_id: String::new(), amount })
-                } else {
-                    answers.into_iter().flatten().next()
-                }
-            } else {
-                first.await
-            };
-            (key, answer)
-        }));
-    }
-    let mut finals = HashMap::with_capacity(plan.payments);
-    for task in tasks {
-        if let Ok((key, answer)) = task.await {
-            finals.insert(key, answer);
-        }
-    }
-    finals
+    plan: &SoakPlan,
+    tally: Arc<ClientTally>,
+) -> anyhow::Result<HashMap<String, Option<Final>>> {
+    let sessions =
+        PaymentSession::many(plan.concurrency, targets, &tally, plan.duplicate_share, plan.payment_deadline)?;
+    let (_, sessions) = loadgen::run(Pace::Closed, Bound::Count(plan.payments as u64), sessions).await?;
+    Ok(sessions.into_iter().flat_map(|session| session.finals).collect())
 }
 
 /// Every payment of the merchant, through the gateway's cursor pagination.

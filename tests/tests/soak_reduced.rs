@@ -42,7 +42,7 @@ async fn two_thousand_payments_through_chaos_keep_every_invariant() {
         SoakPlan { payments: 2_000, concurrency: 96, duplicate_share: 0.1, payment_deadline: Duration::from_secs(60) };
     let tally = Arc::new(ClientTally::default());
     let clock = std::time::Instant::now();
-    let finals = soak::drive(&targets, &plan, Arc::clone(&tally)).await;
+    let finals = soak::drive(&targets, &plan, Arc::clone(&tally)).await.unwrap();
     eprintln!("drive took {:?}", clock.elapsed());
     let stats = bank.stats().await;
     for kind in ["failure", "ambiguous", "timeout", "reset", "throttle", "outage"] {

@@ -1,5 +1,6 @@
-//! `./run.sh bench bank`: the bank's throughput and latency under the `healthy` preset with zero
-//! latency, measured against the real release binary running as its own process.
+//! `./run.sh bench`: the gateway side by side with a naive baseline, a bare handler and its own
+//! fail-fast path, all behind the same load generator against the same healthy bank; plus
+//! `bench bank` (the bank alone) and `bench load` (the load generator against a running gateway).
 
 #![allow(clippy::print_stdout)]
 
@@ -13,11 +14,13 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use http_body_util::Full;
-use tests::loadgen::{self, LoadPlan};
-use tests::process::{sibling_binary, wait_healthy};
+use tests::careful::{ClientTally, PaymentSession, Targets};
+use tests::loadgen::{self, Bound, LoadReport, Outcome, Pace, RawSession, RequestFactory};
+use tests::process::{GatewayProcess, sibling_binary, wait_healthy};
+use tests::{MERCHANT_A, RedisServer, baseline};
 
 #[derive(Debug, Parser)]
-#[command(about = "Benchmarks of the resilient payment gateway's parts")]
+#[command(about = "Benchmarks and load for the resilient payment gateway")]
 struct Cli {
     #[command(subcommand)]
     target: Target,
@@ -25,13 +28,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Target {
+    /// The gateway (on Redis, on redb, failing fast) beside a naive baseline and a bare handler.
+    Compare(CompareArgs),
     /// The mock bank alone: POST /v1/charges with unique keys, healthy preset, no latency.
-    Bank(BankArgs),
+    Bank(RunArgs),
+    /// Careful-client payments against a running gateway, at a rate or a concurrency.
+    Load(LoadArgs),
+    /// Serves the naive baseline or the bare handler (started by `compare`).
+    #[command(hide = true)]
+    Serve(baseline::ServeArgs),
 }
 
-#[derive(Debug, clap::Args)]
-struct BankArgs {
-    /// Concurrent keep-alive connections.
+#[derive(Debug, Clone, clap::Args)]
+struct RunArgs {
+    /// Concurrent keep-alive connections (closed loop).
     #[arg(long, env = "BENCH_CONNECTIONS", default_value_t = 64)]
     connections: usize,
     /// Measured seconds (after the warm-up).
@@ -40,13 +50,65 @@ struct BankArgs {
     /// Warm-up seconds, not measured.
     #[arg(long, env = "BENCH_WARMUP_SECONDS", default_value_t = 2)]
     warmup: u64,
-    /// The mock-bank binary; defaults to the one next to this binary.
-    #[arg(long, env = "BENCH_BANK_BIN")]
-    bank_bin: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn bound(&self) -> Bound {
+        Bound::Duration { warmup: Duration::from_secs(self.warmup), measured: Duration::from_secs(self.seconds) }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Only these targets (comma-separated): baseline, redis, redb, fail-fast, bare.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where the embedded store's file goes (a real disk: it is fsynced).
+    #[arg(long, env = "BENCH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// Gateway base URL; give it more than once to spread payments round-robin.
+    #[arg(long = "gateway", default_value = "http://127.0.0.1:8080")]
+    gateways: Vec<String>,
+    /// The merchant's API key (./run.sh passes the one in .run/keys.env).
+    #[arg(long, env = "LOAD_API_KEY")]
+    api_key: String,
+    /// Payments per second (open loop); without it, the clients pay back to back (closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Clients at once: the closed loop's concurrency, or the open loop's most in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Run this many seconds (after the warm-up)...
+    #[arg(long, default_value_t = 10, conflicts_with = "count")]
+    seconds: u64,
+    /// ...or make this many payments.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Warm-up seconds, not measured (with --seconds).
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
+    /// Share of payments also sent by a second client at once, and again afterwards.
+    #[arg(long, default_value_t = 0.0)]
+    duplicates: f64,
+    /// How long one payment may take, retries and polling included.
+    #[arg(long, default_value_t = 60)]
+    payment_deadline_s: u64,
 }
 
 /// A child process killed when dropped, so a failed bench leaves nothing running.
 struct Child(std::process::Child);
+
+impl Child {
+    fn spawn(command: &mut std::process::Command) -> anyhow::Result<Self> {
+        Ok(Self(command.stdout(Stdio::null()).spawn().with_context(|| format!("starting {command:?}"))?))
+    }
+}
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -59,62 +121,341 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-async fn bench_bank(args: BankArgs) -> anyhow::Result<()> {
-    let bin = match args.bank_bin {
-        Some(bin) => bin,
-        None => sibling_binary("mock-bank")?,
-    };
-    let addr = free_port()?;
-    let _bank = Child(
-        std::process::Command::new(&bin)
-            .args(["--listen", &addr.to_string(), "--preset", "healthy", "--seed", "1", "--log", "warn"])
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?,
-    );
-    wait_healthy(&format!("http://{addr}")).await;
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
 
+/// The peak resident set of process `pid` so far, in bytes (Linux `VmHWM`).
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A mock bank process under the `healthy` preset with zero latency.
+async fn start_bank() -> anyhow::Result<(Child, SocketAddr)> {
+    let addr = free_port()?;
+    let bank = Child::spawn(std::process::Command::new(sibling_binary("mock-bank")?).args([
+        "--listen",
+        &addr.to_string(),
+        "--preset",
+        "healthy",
+        "--seed",
+        "1",
+        "--log",
+        "warn",
+    ]))?;
+    wait_healthy(&format!("http://{addr}")).await;
+    Ok((bank, addr))
+}
+
+/// Unique keys, the payment body a merchant sends (10 % declined cards, as in the soak).
+fn payment_requests(target: SocketAddr, api_key: &str) -> RequestFactory {
+    let authorization = format!("Bearer {api_key}");
+    let host = target.to_string();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    Arc::new(move |seq| {
+        let key = format!("bench-{run}-{seq}");
+        let amount = 100 + seq % 5_000;
+        let body = tests::careful::payment_body(&key, amount as i64);
+        hyper::Request::post("/v1/payments")
+            .header("host", &host)
+            .header("authorization", &authorization)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(Full::new(body))
+            .unwrap_or_default()
+    })
+}
+
+async fn closed_loop(target: SocketAddr, factory: RequestFactory, args: &RunArgs) -> anyhow::Result<LoadReport> {
+    let sessions = (0..args.connections.max(1)).map(|_| RawSession::new(target, Arc::clone(&factory))).collect();
+    Ok(loadgen::run(Pace::Closed, args.bound(), sessions).await?.0)
+}
+
+async fn bench_bank(args: RunArgs) -> anyhow::Result<()> {
+    let (_bank, addr) = start_bank().await?;
     let body = Bytes::from_static(
         br#"{"amount":1999,"currency":"USD","card":{"number":"4242424242424242","exp_month":12,"exp_year":2099,"cvc":"123"}}"#,
     );
-    let uri: hyper::Uri = format!("http://{addr}/v1/charges").parse()?;
-    let plan = LoadPlan {
-        target: addr,
-        connections: args.connections,
-        warmup: Duration::from_secs(args.warmup),
-        duration: Duration::from_secs(args.seconds),
-        request: Arc::new(move |seq| {
-            hyper::Request::post(uri.clone())
-                .header("host", "bank")
-                .header("content-type", "application/json")
-                .header("idempotency-key", format!("bench-{seq}"))
-                .body(Full::new(body.clone()))
-                .unwrap_or_default()
-        }),
-    };
+    let factory: RequestFactory = Arc::new(move |seq| {
+        hyper::Request::post("/v1/charges")
+            .header("host", "bank")
+            .header("content-type", "application/json")
+            .header("idempotency-key", format!("bench-{seq}"))
+            .body(Full::new(body.clone()))
+            .unwrap_or_default()
+    });
     println!(
         "mock-bank benchmark: POST /v1/charges, unique keys, healthy preset, zero latency, {} connections, {} s \
          warm-up + {} s measured, {} cores",
         args.connections,
         args.warmup,
         args.seconds,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        cores()
     );
-    let report = loadgen::run(plan).await?;
-    loadgen::print_report("mock-bank", &report);
-    let ok = report.by_status.get(&201).copied().unwrap_or(0);
-    if ok != report.completed || report.transport_errors > 0 {
+    let report = closed_loop(addr, factory, &args).await?;
+    report.print("mock-bank");
+    if report.count(Outcome::Status(201)) != report.completed {
         bail!("some requests failed; the numbers above are not a clean measurement");
     }
     Ok(())
 }
 
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    let targets = Targets { gateways: args.gateways.clone(), bank: String::new(), api_key: args.api_key.clone() };
+    let tally = Arc::new(ClientTally::default());
+    let deadline = Duration::from_secs(args.payment_deadline_s);
+    let sessions = PaymentSession::many(args.concurrency, &targets, &tally, args.duplicates, deadline)?;
+    let pace = match args.rate {
+        Some(rate) => Pace::Open { rate },
+        None => Pace::Closed,
+    };
+    let bound = match args.count {
+        Some(count) => Bound::Count(count),
+        None => {
+            Bound::Duration { warmup: Duration::from_secs(args.warmup), measured: Duration::from_secs(args.seconds) }
+        }
+    };
+    println!(
+        "load: careful clients paying {} through {}; {} clients, {}, {:.0} % duplicates",
+        match pace {
+            Pace::Open { rate } => format!("{rate} payments/s (open loop)"),
+            Pace::Closed => "back to back (closed loop)".into(),
+        },
+        args.gateways.join(", "),
+        args.concurrency,
+        match bound {
+            Bound::Count(count) => format!("{count} payments"),
+            Bound::Duration { warmup, measured } =>
+                format!("{} s warm-up + {} s measured", warmup.as_secs(), measured.as_secs()),
+        },
+        args.duplicates * 100.0
+    );
+    let (report, _) = loadgen::run(pace, bound, sessions).await?;
+    report.print("payments (latency: from due to final answer, retries and polling included)");
+    let statuses = tally.statuses.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let statuses: Vec<String> = statuses.iter().map(|(status, n)| format!("{status}: {n}")).collect();
+    println!(
+        "  requests sent {}   retries {}   transport errors {}   answers by status: {}",
+        tally.sent.load(std::sync::atomic::Ordering::Relaxed),
+        tally.retries.load(std::sync::atomic::Ordering::Relaxed),
+        tally.transport_errors.load(std::sync::atomic::Ordering::Relaxed),
+        statuses.join(", ")
+    );
+    Ok(())
+}
+
+/// One line of the comparison.
+struct Row {
+    name: &'static str,
+    what: &'static str,
+    report: Option<LoadReport>,
+    rss: Option<u64>,
+    note: String,
+}
+
+/// Gateway flags for the comparison: no rate limit in the way, quiet logs, the admin key for
+/// forcing the breaker open.
+const GATEWAY_ARGS: [&str; 8] = [
+    "--rate-limit-per-sec",
+    "1000000",
+    "--rate-limit-burst",
+    "1000000",
+    "--log",
+    "warn",
+    "--admin-key",
+    "bench-admin-key-0123456789",
+];
+
+async fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let gateway_bin = sibling_binary("payment-api")?.display().to_string();
+    let redis = if wanted("baseline") || wanted("redis") || wanted("fail-fast") {
+        RedisServer::start("bench compare").await
+    } else {
+        None
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("rp-bench-{}", uuid::Uuid::new_v4().simple()));
+    println!(
+        "Side by side, one run: POST /v1/payments with unique keys (10 % declined cards), {} connections, \
+         {} s warm-up + {} s measured each, a fresh healthy zero-latency bank per target, {} cores.",
+        args.run.connections,
+        args.run.warmup,
+        args.run.seconds,
+        cores()
+    );
+    let mut rows = Vec::new();
+    let this = std::env::current_exe()?;
+
+    for name in ["baseline", "redis", "redb", "fail-fast", "bare"] {
+        if !wanted(name) {
+            continue;
+        }
+        let (what, expected) = match name {
+            "baseline" => ("naive handler: SET NX, one bank call, SET", 201),
+            "redis" => ("the gateway on Redis", 201),
+            "redb" => ("the gateway on redb (fsync per commit)", 201),
+            "fail-fast" => ("the gateway, breaker forced open", 503),
+            _ => ("bare axum handler", 201),
+        };
+        let mut row = Row { name, what, report: None, rss: None, note: String::new() };
+        let needs_redis = matches!(name, "baseline" | "redis" | "fail-fast");
+        let redis_url = redis.as_ref().map(RedisServer::url).unwrap_or_default();
+        if needs_redis && redis.is_none() {
+            row.note = "skipped: redis-server is not installed".into();
+            rows.push(row);
+            continue;
+        }
+        if needs_redis {
+            flush_redis(&redis_url).await?;
+        }
+        let (_bank, bank) = start_bank().await?;
+        let bank_url = format!("http://{bank}");
+        print!("  {name:<10} ... ");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        let (report, rss) = match name {
+            "baseline" | "bare" => {
+                let addr = free_port()?;
+                let server = Child::spawn(std::process::Command::new(&this).args([
+                    "serve",
+                    name,
+                    "--listen",
+                    &addr.to_string(),
+                    "--redis",
+                    &redis_url,
+                    "--bank",
+                    &bank_url,
+                ]))?;
+                wait_healthy(&format!("http://{addr}")).await;
+                let report = closed_loop(addr, payment_requests(addr, MERCHANT_A.1), &args.run).await?;
+                (report, peak_rss(server.0.id()))
+            }
+            _ => {
+                let store = if name == "redb" {
+                    format!("redb:{}", data_dir.join("bench.redb").display())
+                } else {
+                    redis_url.clone()
+                };
+                let gateway = GatewayProcess::start(&gateway_bin, &bank_url, &store, &GATEWAY_ARGS).await;
+                if name == "fail-fast" {
+                    force_breaker_open(&gateway.url).await?;
+                }
+                let addr: SocketAddr = gateway.url.trim_start_matches("http://").parse()?;
+                let report = closed_loop(addr, payment_requests(addr, MERCHANT_A.1), &args.run).await?;
+                (report, peak_rss(gateway.pid()))
+            }
+        };
+        println!("{:.0} calls/s", report.rps());
+        let unexpected = report.completed - report.count(Outcome::Status(expected));
+        let declined = if expected == 201 { report.count(Outcome::Status(402)) } else { 0 };
+        if unexpected > declined {
+            row.note = format!("{} answers were not {expected}/402: {:?}", unexpected - declined, report.outcomes);
+        }
+        row.report = Some(report);
+        row.rss = rss;
+        rows.push(row);
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+    print_comparison(&rows);
+    Ok(())
+}
+
+async fn flush_redis(url: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    redis::cmd("FLUSHALL").query_async::<()>(&mut connection).await?;
+    Ok(())
+}
+
+async fn force_breaker_open(gateway: &str) -> anyhow::Result<()> {
+    reqwest::Client::new()
+        .put(format!("{gateway}/admin/breaker"))
+        .bearer_auth(GATEWAY_ARGS[7])
+        .json(&serde_json::json!({"state": "forced_open"}))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+fn print_comparison(rows: &[Row]) {
+    let find = |name: &str| rows.iter().find(|r| r.name == name).and_then(|r| r.report.as_ref());
+    let baseline = find("baseline");
+    let bare = find("bare");
+    println!();
+    println!(
+        "{:<10} {:<42} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}",
+        "target", "what", "calls/s", "p50 ms", "p99 ms", "rps ×", "p50 ×", "p99 ×", "peak RSS"
+    );
+    for row in rows {
+        let Some(report) = &row.report else {
+            println!("{:<10} {:<42} {}", row.name, row.what, row.note);
+            continue;
+        };
+        let ratio = |value: f64, base: Option<f64>| match base {
+            Some(base) if base > 0.0 => format!("{:.2}", value / base),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<10} {:<42} {:>9.0} {:>9.2} {:>9.2} {:>8} {:>8} {:>8} {:>9}",
+            row.name,
+            row.what,
+            report.rps(),
+            report.percentile_ms(0.5),
+            report.percentile_ms(0.99),
+            ratio(report.rps(), baseline.map(LoadReport::rps)),
+            ratio(report.percentile_ms(0.5), baseline.map(|b| b.percentile_ms(0.5))),
+            ratio(report.percentile_ms(0.99), baseline.map(|b| b.percentile_ms(0.99))),
+            row.rss.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))),
+        );
+        if !row.note.is_empty() {
+            println!("{:<10} {}", "", row.note);
+        }
+    }
+    println!();
+    println!("Targets (reported, not asserted); ratios are to the baseline unless said:");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    if let (Some(base), Some(gateway)) = (baseline, find("redis")) {
+        let rps = gateway.rps() / base.rps();
+        let p99 = gateway.percentile_ms(0.99) / base.percentile_ms(0.99);
+        println!("  gateway on Redis rps >= 0.90x baseline: {rps:.2}x  {}", verdict(rps >= 0.9));
+        println!("  gateway on Redis p99 <= 1.25x baseline: {p99:.2}x  {}", verdict(p99 <= 1.25));
+    }
+    if let (Some(base), Some(gateway)) = (baseline, find("redb")) {
+        let rps = gateway.rps() / base.rps();
+        println!("  gateway on redb rps >= 0.90x baseline:  {rps:.2}x  {}", verdict(rps >= 0.9));
+    }
+    if let (Some(bare), Some(fast)) = (bare, find("fail-fast")) {
+        let rps = fast.rps() / bare.rps();
+        println!("  fail-fast rps >= 0.50x bare handler:    {rps:.2}x  {}", verdict(rps >= 0.5));
+    }
+    let peak = rows.iter().filter(|r| matches!(r.name, "redis" | "redb" | "fail-fast")).filter_map(|r| r.rss).max();
+    if let Some(peak) = peak {
+        let mib = peak as f64 / (1024.0 * 1024.0);
+        println!("  gateway peak RSS <= 64 MiB:             {mib:.1} MiB  {}", verdict(mib <= 64.0));
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Target::Serve(args) = cli.target {
+        // The servers under test get their own process and runtime, as the gateway does.
+        return baseline::serve(args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.target {
+            Target::Compare(args) => compare(args).await,
             Target::Bank(args) => bench_bank(args).await,
+            Target::Load(args) => load(args).await,
+            Target::Serve(_) => unreachable!("served above"),
         }
     })
 }

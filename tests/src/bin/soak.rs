@@ -175,7 +175,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         println!("soak: Redis restarted at {:.1} s ({})", started.elapsed().as_secs_f64(), chrono::Utc::now());
     }
 
-    let finals = driving.await?;
+    let finals = driving.await??;
     let drove = started.elapsed();
     let payments = soak::quiesce(&targets, Duration::from_secs(120)).await?;
     let mut report = soak::check(&targets, &finals, &payments, &tally).await?;

@@ -1,0 +1,251 @@
+//! A careful client of the gateway, as a well-behaved merchant integration is written: it sends a
+//! payment under one idempotency key until it gets a final answer, retrying the same key on 409
+//! (after `Retry-After`), 429, 503, 5xx and network errors with backoff, and polling a 202 until
+//! the payment settles. It is the load generator's payment session and the soak's client.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::loadgen::{Connection, Outcome, Reply, Session};
+
+/// Where payments go.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// Gateway base URLs, used round-robin.
+    pub gateways: Vec<String>,
+    pub bank: String,
+    pub api_key: String,
+}
+
+/// What the clients saw, over every request they sent.
+#[derive(Debug, Default)]
+pub struct ClientTally {
+    /// Answers by HTTP status.
+    pub statuses: std::sync::Mutex<BTreeMap<u16, u64>>,
+    pub sent: AtomicU64,
+    pub retries: AtomicU64,
+    pub server_errors: AtomicU64,
+    pub transport_errors: AtomicU64,
+}
+
+/// The final answer a client got for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Final {
+    pub status: String,
+    pub payment_id: String,
+    pub amount: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct PaymentView {
+    id: String,
+    status: String,
+}
+
+/// The body of logical payment `key`; amounts ending in 0 use a card the bank declines.
+pub fn payment_body(key: &str, amount: i64) -> Bytes {
+    let card = if amount % 10 == 0 { "4000000000000002" } else { "4242424242424242" };
+    let body = serde_json::json!({
+        "amount": amount,
+        "currency": "USD",
+        "order_id": key,
+        "card": {"number": card, "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+    });
+    Bytes::from(body.to_string())
+}
+
+/// One client: a keep-alive connection to each gateway.
+#[derive(Debug)]
+pub struct CarefulClient {
+    gateways: Vec<(Connection, String)>,
+    authorization: String,
+    tally: Arc<ClientTally>,
+    /// How long one request may take before the client gives up on it (and retries).
+    request_timeout: Duration,
+}
+
+impl CarefulClient {
+    pub fn new(targets: &Targets, tally: Arc<ClientTally>) -> anyhow::Result<Self> {
+        let mut gateways = Vec::with_capacity(targets.gateways.len());
+        for base in &targets.gateways {
+            let host = base.trim_start_matches("http://").trim_end_matches('/').to_owned();
+            gateways.push((Connection::to_base_url(base)?, host));
+        }
+        anyhow::ensure!(!gateways.is_empty(), "no gateway to send payments to");
+        Ok(Self {
+            gateways,
+            authorization: format!("Bearer {}", targets.api_key),
+            tally,
+            request_timeout: Duration::from_secs(15),
+        })
+    }
+
+    fn request(&self, host: &str, method: &str, path: &str, key: Option<&str>, body: Bytes) -> Request<Full<Bytes>> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host)
+            .header("authorization", &self.authorization)
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.body(Full::new(body)).unwrap_or_default()
+    }
+
+    /// Sends payment `key` until it gets a final answer or `deadline` passes (`None`). `turn`
+    /// picks the first gateway; each retry goes to the next.
+    pub async fn pay(&mut self, key: &str, amount: i64, deadline: Duration, turn: usize) -> Option<Final> {
+        let give_up = Instant::now() + deadline;
+        let body = payment_body(key, amount);
+        let mut attempt = 0u32;
+        while Instant::now() < give_up {
+            let gateway = (turn + attempt as usize) % self.gateways.len();
+            attempt += 1;
+            if attempt > 1 {
+                self.tally.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            self.tally.sent.fetch_add(1, Ordering::Relaxed);
+            let request = self.request(&self.gateways[gateway].1, "POST", "/v1/payments", Some(key), body.clone());
+            let reply = self.gateways[gateway].0.send(request, self.request_timeout).await;
+            let backoff = Duration::from_millis((20 * u64::from(attempt.min(10))).min(500) + fastrand::u64(..50));
+            let Some(reply) = reply else {
+                self.tally.transport_errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                continue;
+            };
+            *self.tally.statuses.lock().unwrap_or_else(|p| p.into_inner()).entry(reply.status).or_default() += 1;
+            let retry_after = reply.retry_after.map(|s| Duration::from_secs(s.min(2)));
+            match reply.status {
+                201 | 402 => {
+                    let payment = view(&reply)?;
+                    return Some(Final { status: payment.status, payment_id: payment.id, amount });
+                }
+                202 => {
+                    let id = view(&reply)?.id;
+                    match self.poll_until_settled(gateway, &id, amount, give_up).await {
+                        // The bank never charged it and the gateway freed the key: send the key again.
+                        Some(settled) if settled.status == "failed" => continue,
+                        other => return other,
+                    }
+                }
+                409 | 429 | 503 => tokio::time::sleep(retry_after.unwrap_or(backoff).max(backoff)).await,
+                500..=599 => {
+                    self.tally.server_errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    async fn poll_until_settled(&mut self, gateway: usize, id: &str, amount: i64, give_up: Instant) -> Option<Final> {
+        let mut poll = tokio::time::interval(Duration::from_millis(100));
+        poll.tick().await;
+        let path = format!("/v1/payments/{id}");
+        while Instant::now() < give_up {
+            poll.tick().await;
+            let request = self.request(&self.gateways[gateway].1, "GET", &path, None, Bytes::new());
+            let Some(reply) = self.gateways[gateway].0.send(request, self.request_timeout).await else { continue };
+            let Some(payment) = view(&reply) else { continue };
+            if payment.status != "processing" {
+                return Some(Final { status: payment.status, payment_id: id.to_owned(), amount });
+            }
+        }
+        None
+    }
+}
+
+fn view(reply: &Reply) -> Option<PaymentView> {
+    serde_json::from_slice(&reply.body).ok()
+}
+
+/// The load generator's payment session: call `seq` is one logical payment with its own key,
+/// made by a careful client. A share of payments is also sent by a twin client at the same time,
+/// and once more afterwards, with the same key and body; all of them must see one payment.
+#[derive(Debug)]
+pub struct PaymentSession {
+    main: CarefulClient,
+    twin: CarefulClient,
+    run_id: String,
+    duplicate_share: f64,
+    deadline: Duration,
+    /// Each logical payment's key and the final answer its clients agreed on (`None`: none came).
+    pub finals: Vec<(String, Option<Final>)>,
+}
+
+impl PaymentSession {
+    /// `run_id` prefixes every key, so that runs never share keys.
+    pub fn new(
+        targets: &Targets,
+        tally: &Arc<ClientTally>,
+        run_id: &str,
+        duplicate_share: f64,
+        deadline: Duration,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            main: CarefulClient::new(targets, Arc::clone(tally))?,
+            twin: CarefulClient::new(targets, Arc::clone(tally))?,
+            run_id: run_id.to_owned(),
+            duplicate_share,
+            deadline,
+            finals: Vec::new(),
+        })
+    }
+
+    /// `workers` sessions for one run.
+    pub fn many(
+        workers: usize,
+        targets: &Targets,
+        tally: &Arc<ClientTally>,
+        duplicate_share: f64,
+        deadline: Duration,
+    ) -> anyhow::Result<Vec<Self>> {
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        (0..workers.max(1)).map(|_| Self::new(targets, tally, &run_id, duplicate_share, deadline)).collect()
+    }
+}
+
+impl Session for PaymentSession {
+    async fn call(&mut self, seq: u64) -> Outcome {
+        let key = format!("load-{}-{seq}", self.run_id);
+        let amount = 100 + (seq as i64 % 5_000);
+        let turn = seq as usize;
+        let answer = if fastrand::f64() < self.duplicate_share {
+            let (a, b) = tokio::join!(
+                self.main.pay(&key, amount, self.deadline, turn),
+                self.twin.pay(&key, amount, self.deadline, turn + 1)
+            );
+            // And once more, later: a replay.
+            let again = self.main.pay(&key, amount, self.deadline, turn).await;
+            let answers = [a, b, again];
+            let settled: Vec<&Final> = answers.iter().flatten().collect();
+            if settled.windows(2).any(|w| w[0].payment_id != w[1].payment_id) {
+                Some(Final { status: "DIVERGED".into(), payment_id: String::new(), amount })
+            } else {
+                answers.into_iter().flatten().next()
+            }
+        } else {
+            self.main.pay(&key, amount, self.deadline, turn).await
+        };
+        let outcome = match answer.as_ref().map(|f| f.status.as_str()) {
+            Some("succeeded") => Outcome::Named("succeeded"),
+            Some("declined") => Outcome::Named("declined"),
+            Some("failed") => Outcome::Named("failed"),
+            Some("DIVERGED") => Outcome::Named("DIVERGED"),
+            Some(_) => Outcome::Named("other"),
+            None => Outcome::Named("gave up"),
+        };
+        self.finals.push((key, answer));
+        outcome
+    }
+}
