@@ -9,21 +9,24 @@ use std::time::Duration;
 use tests::loadgen::{self, Bound, Outcome, Pace, Session};
 use tokio::time::Instant;
 
+/// When each call started, by call number.
+type Starts = Arc<Mutex<Vec<(u64, Instant)>>>;
+
 /// Takes `took` per call and notes when each call started.
 struct Fixed {
     took: Duration,
-    started: Arc<Mutex<Vec<(u64, Instant)>>>,
+    started: Starts,
 }
 
 impl Session for Fixed {
     async fn call(&mut self, seq: u64) -> Outcome {
         self.started.lock().unwrap().push((seq, Instant::now()));
         tokio::time::sleep(self.took).await;
-        if seq % 4 == 0 { Outcome::Status(402) } else { Outcome::Status(201) }
+        if seq.is_multiple_of(4) { Outcome::Status(402) } else { Outcome::Status(201) }
     }
 }
 
-fn sessions(workers: usize, took: Duration) -> (Vec<Fixed>, Arc<Mutex<Vec<(u64, Instant)>>>) {
+fn sessions(workers: usize, took: Duration) -> (Vec<Fixed>, Starts) {
     let started = Arc::new(Mutex::new(Vec::new()));
     let sessions = (0..workers).map(|_| Fixed { took, started: Arc::clone(&started) }).collect();
     (sessions, started)

@@ -51,8 +51,43 @@ fn answer(status: u16) -> StoredResponse {
     StoredResponse { status, body: format!("{{\"status\":{status}}}") }
 }
 
+/// Many requests at once, four per key: each key is claimed by exactly one, every change is kept
+/// (the embedded store commits such bursts together), and each winner's answer replays.
+async fn concurrent_claims(store: &Store) {
+    let tag = store.kind();
+    let mut contenders = Vec::new();
+    for i in 0..64 {
+        let store = store.clone();
+        contenders.push(tokio::spawn(async move {
+            let key = format!("m9:payment:burst-{}", i % 16);
+            let pay = payment(&format!("pay_{tag}_burst_{i}"), "m9", &key);
+            let claimed = store.claim(claim(&key, "fp-burst", &pay.id, Some(&pay))).await.unwrap();
+            if claimed == Claim::Fresh {
+                let settled = Payment { status: PaymentStatus::Succeeded, ..pay.clone() };
+                store.finish(&key, &pay.id, &answer(201), Duration::from_secs(3600), Some(&settled)).await.unwrap();
+            }
+            (key, pay.id, claimed)
+        }));
+    }
+    let mut winners = std::collections::HashMap::new();
+    for contender in contenders {
+        let (key, id, claimed) = contender.await.unwrap();
+        match claimed {
+            Claim::Fresh => assert!(winners.insert(key, id).is_none(), "{tag}: two requests claimed one key"),
+            Claim::InUse { .. } | Claim::Replay(_) => {}
+            other => panic!("{tag}: {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 16, "{tag}: every key was claimed once");
+    for (key, id) in winners {
+        assert_eq!(store.claim(claim(&key, "fp-burst", "late", None)).await.unwrap(), Claim::Replay(answer(201)));
+        assert_eq!(store.get_payment(&id).await.unwrap().unwrap().status, PaymentStatus::Succeeded, "{tag}");
+    }
+}
+
 /// Every rule of the contract, against one store.
 async fn contract(store: Store) {
+    concurrent_claims(&store).await;
     let tag = store.kind();
     let p1 = payment(&format!("pay_{tag}_1"), "m1", "o1");
 
