@@ -23,7 +23,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use http_conventions::problem::{FieldError, Problem};
-use resilience::{CallResult, Guard, StopReason};
+use resilience::{CallResult, Guard, Rejected, StopReason};
 use serde::Serialize;
 use sha2::Sha256;
 use tracing::{info, warn};
@@ -34,7 +34,7 @@ use crate::config::Config;
 use crate::events::{Events, LatencyWindow, PaymentEvent};
 use crate::metrics::Metrics;
 use crate::model::{CardSummary, CreatePayment, Payment, PaymentStatus, Refund};
-use crate::store::{Claim, ClaimRequest, Store, StoreError, StoredResponse, now_ms, scoped_key};
+use crate::store::{Claim, ClaimRequest, Store, StoreError, StoredResponse, decide_claim, now_ms, scoped_key};
 
 /// What an endpoint answers: a status and a JSON body, maybe replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +266,9 @@ impl Gateway {
             last_attempt_at: Some(now),
         };
         let owner = self.owner(request_id);
+        if let Some(rejected) = self.guard.breaker().refuse_if_open() {
+            return self.answer_while_open(&key, &fingerprint, &owner, &payment.id, rejected).await;
+        }
         let claim = self
             .timed(
                 "claim",
@@ -306,6 +309,40 @@ impl Gateway {
             Claim::Replay(response) => Ok(Answer::replay(response)),
             Claim::InUse { retry_after } => Err(key_in_use("payment", retry_after)),
             Claim::Mismatch => Err(key_reused()),
+        }
+    }
+
+    /// While the breaker refuses every bank call, a payment is answered from its key's record
+    /// alone (a replay, 409 or 422, as the claim would) and otherwise refused with 503 before
+    /// anything is written: nothing could be charged, so there is nothing to record.
+    async fn answer_while_open(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        owner: &str,
+        resource_id: &str,
+        rejected: Rejected,
+    ) -> Result<Answer, Problem> {
+        let record = self.timed("record", self.store.record(key)).await.map_err(|e| store_problem(&e))?;
+        let request = ClaimRequest {
+            key,
+            fingerprint,
+            owner,
+            resource_id,
+            lease: self.settings.lease,
+            retention: self.settings.retention,
+            insert: None,
+        };
+        match decide_claim(record.as_ref(), &request, now_ms()).0 {
+            Claim::Replay(response) => Ok(Answer::replay(response)),
+            Claim::InUse { retry_after } => Err(key_in_use("payment", retry_after)),
+            Claim::Mismatch => Err(key_reused()),
+            Claim::Fresh | Claim::TakeOver { .. } => Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "circuit_open",
+                "the bank is failing and calls to it are paused; nothing was charged",
+            )
+            .with_retry_after(retry_after_secs(rejected.retry_after))),
         }
     }
 

@@ -92,6 +92,38 @@ async fn a_forced_breaker_rejects_and_auto_restores() {
 }
 
 #[tokio::test]
+async fn while_the_breaker_is_open_keys_still_replay_and_new_payments_leave_no_trace() {
+    let (bank, gateway) = setup().await;
+    let paid = gateway.pay("open-1", &payment_body(700, APPROVE, "o")).await;
+    assert_eq!(paid.status(), 201);
+    let paid: Value = paid.json().await.unwrap();
+    admin(&gateway, reqwest::Method::PUT, "/admin/breaker", Some(json!({"state": "forced_open"}))).await;
+
+    // A finished key replays its answer; the same key with another body is still refused as reuse.
+    let replay = gateway.pay("open-1", &payment_body(700, APPROVE, "o")).await;
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.json::<Value>().await.unwrap()["id"], paid["id"]);
+    assert_eq!(gateway.pay("open-1", &payment_body(701, APPROVE, "o")).await.status(), 422);
+
+    // New payments are refused before anything is written: no payment, no key held.
+    for i in 0..5 {
+        let refused = gateway.pay(&format!("open-new-{i}"), &payment_body(800 + i, APPROVE, "o")).await;
+        assert_eq!(refused.status(), 503);
+        assert!(refused.headers().get("retry-after").is_some());
+        assert_eq!(refused.json::<Value>().await.unwrap()["code"], "circuit_open");
+    }
+    let listed: Value = gateway.get_as(MERCHANT_A.1, "/v1/payments?limit=100").await.json().await.unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "only the payment made before: {listed}");
+    assert_eq!(bank.stats().await["requests"], 1, "the bank saw only the first payment");
+    let breaker: Value = admin(&gateway, reqwest::Method::GET, "/admin/breaker", None).await.json().await.unwrap();
+    assert!(breaker["rejected"].as_u64().unwrap() >= 5, "refusals are counted: {breaker}");
+
+    admin(&gateway, reqwest::Method::PUT, "/admin/breaker", Some(json!({"state": "auto"}))).await;
+    assert_eq!(gateway.pay("open-new-0", &payment_body(800, APPROVE, "o")).await.status(), 201);
+}
+
+#[tokio::test]
 async fn the_stream_delivers_events_in_order_to_readers_while_a_stalled_one_slows_nothing() {
     let (_bank, gateway) = setup().await;
     let open = || async { admin(&gateway, reqwest::Method::GET, "/admin/stream", None).await };
