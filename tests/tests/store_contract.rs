@@ -256,6 +256,55 @@ async fn redis_store_keeps_the_contract() {
     contract(Store::open(&redis.url()).await.unwrap()).await;
 }
 
+/// Records written by an earlier version (one JSON string per key) are still honoured: a finished
+/// one replays, an in-flight one holds its key, and each keeps its expiry.
+#[tokio::test]
+async fn redis_records_of_the_earlier_json_format_are_still_honoured() {
+    let Some(redis) = RedisServer::start("redis_records_of_the_earlier_json_format").await else { return };
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let done = r#"{"fingerprint":"fp-old","resource_id":"pay_old","owner":"gw/req","lease_until_ms":0,"done":true,"status":201,"body":"{\"id\":\"pay_old\"}"}"#;
+    let held = format!(
+        r#"{{"fingerprint":"fp-held","resource_id":"pay_held","owner":"gw/req2","lease_until_ms":{},"done":false,"status":0,"body":""}}"#,
+        Utc::now().timestamp_millis() + 60_000
+    );
+    let _: () = redis::cmd("SET")
+        .arg("rp:idem:m1:payment:old")
+        .arg(done)
+        .arg("PX")
+        .arg(600_000)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("rp:idem:m1:payment:held")
+        .arg(held)
+        .arg("PX")
+        .arg(600_000)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+
+    let store = Store::open(&redis.url()).await.unwrap();
+    let record = store.record("m1:payment:old").await.unwrap().unwrap();
+    assert_eq!(record.resource_id, "pay_old");
+    assert_eq!(
+        record.state,
+        RecordState::Done { response: StoredResponse { status: 201, body: r#"{"id":"pay_old"}"#.into() } }
+    );
+    let replay = store.claim(claim("m1:payment:old", "fp-old", "pay_new", None)).await.unwrap();
+    assert_eq!(replay, Claim::Replay(StoredResponse { status: 201, body: r#"{"id":"pay_old"}"#.into() }));
+    assert_eq!(store.claim(claim("m1:payment:old", "fp-other", "pay_new", None)).await.unwrap(), Claim::Mismatch);
+    assert!(matches!(
+        store.claim(claim("m1:payment:held", "fp-held", "pay_new", None)).await.unwrap(),
+        Claim::InUse { .. }
+    ));
+    for key in ["rp:idem:m1:payment:old", "rp:idem:m1:payment:held"] {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut connection).await.unwrap();
+        assert!(ttl > 500_000 && ttl <= 600_000, "{key} kept its expiry: {ttl}");
+    }
+}
+
 #[tokio::test]
 async fn an_unknown_store_location_is_refused() {
     for location in ["postgres://x", "redb:", "nothing"] {

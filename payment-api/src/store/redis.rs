@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
-use serde::Deserialize;
 
 use super::{
     Claim, ClaimRequest, IdempotencyRecord, PaymentFilter, PaymentPage, RecordState, StoreError, StoredResponse,
@@ -30,29 +29,48 @@ local function put_payment(pay_key, merchant_key, due_key, id, json, created_sco
 end
 ";
 
+/// The idempotency record is a hash (no JSON to decode or encode in Lua, and the stored answer's
+/// body is only read for a replay). `load_record` also reads a record written by an earlier
+/// version as one JSON string, and turns it into a hash with the same expiry.
+const RECORD_FN: &str = r"
+local function load_record(key)
+  local v = redis.pcall('HMGET', key, 'fingerprint', 'resource_id', 'owner', 'lease_until_ms', 'done', 'status')
+  if v.err then
+    local ttl = redis.call('PTTL', key)
+    local old = cjson.decode(redis.call('GET', key))
+    redis.call('DEL', key)
+    redis.call('HSET', key, 'fingerprint', old.fingerprint, 'resource_id', old.resource_id, 'owner', old.owner or '',
+               'lease_until_ms', old.lease_until_ms or 0, 'done', old.done and '1' or '0', 'status', old.status or 0,
+               'body', old.body or '')
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+    v = redis.call('HMGET', key, 'fingerprint', 'resource_id', 'owner', 'lease_until_ms', 'done', 'status')
+  end
+  if not v[1] then return nil end
+  return {fingerprint = v[1], resource_id = v[2], owner = v[3] or '', lease_until_ms = tonumber(v[4]) or 0,
+          done = v[5] == '1', status = tonumber(v[6]) or 0}
+end
+";
+
 /// KEYS: record, payment, merchant index, due index.
 /// ARGV: fingerprint, owner, lease ms, retention ms, resource id, payment JSON or '', payment id,
 /// created score, due score or ''.
 const CLAIM: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local raw = redis.call('GET', KEYS[1])
-if not raw then
-  local record = {fingerprint = ARGV[1], resource_id = ARGV[5], owner = ARGV[2],
-                  lease_until_ms = now + tonumber(ARGV[3]), done = false, status = 0, body = ''}
-  redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[4])
+local record = load_record(KEYS[1])
+if not record then
+  redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'resource_id', ARGV[5], 'owner', ARGV[2],
+             'lease_until_ms', now + tonumber(ARGV[3]), 'done', '0', 'status', '0', 'body', '')
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
   if ARGV[6] ~= '' then
     put_payment(KEYS[2], KEYS[3], KEYS[4], ARGV[7], ARGV[6], ARGV[8], ARGV[9])
   end
   return {'fresh'}
 end
-local record = cjson.decode(raw)
 if record.fingerprint ~= ARGV[1] then return {'mismatch'} end
-if record.done then return {'replay', tostring(record.status), record.body} end
+if record.done then return {'replay', tostring(record.status), redis.call('HGET', KEYS[1], 'body')} end
 if record.lease_until_ms > now then return {'in_use', tostring(record.lease_until_ms - now)} end
-record.owner = ARGV[2]
-record.lease_until_ms = now + tonumber(ARGV[3])
-redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
+redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'lease_until_ms', now + tonumber(ARGV[3]))
 return {'taken_over', record.resource_id}
 ";
 
@@ -60,16 +78,10 @@ return {'taken_over', record.resource_id}
 /// ARGV: resource id, status, body, retention ms, payment JSON or '', payment id, created score,
 /// due score or ''.
 const FINISH: &str = r"
-local raw = redis.call('GET', KEYS[1])
-if raw then
-  local record = cjson.decode(raw)
-  if record.resource_id == ARGV[1] then
-    record.done = true
-    record.status = tonumber(ARGV[2])
-    record.body = ARGV[3]
-    record.lease_until_ms = 0
-    redis.call('SET', KEYS[1], cjson.encode(record), 'PX', ARGV[4])
-  end
+local record = load_record(KEYS[1])
+if record and record.resource_id == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'done', '1', 'status', ARGV[2], 'body', ARGV[3], 'lease_until_ms', '0')
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
 if ARGV[5] ~= '' then
   put_payment(KEYS[2], KEYS[3], KEYS[4], ARGV[6], ARGV[5], ARGV[7], ARGV[8])
@@ -81,22 +93,28 @@ return 1
 /// KEYS: record, payment, merchant index, due index.
 /// ARGV: resource id, payment JSON or '', payment id, created score, due score or '', owner or ''.
 const RELEASE: &str = r"
-local raw = redis.call('GET', KEYS[1])
-if raw then
-  local record = cjson.decode(raw)
-  if record.resource_id == ARGV[1] and (not record.done or record.status == 202) then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    if not record.done and record.lease_until_ms > now and record.owner ~= ARGV[6] then
-      return 0
-    end
-    redis.call('DEL', KEYS[1])
+local record = load_record(KEYS[1])
+if record and record.resource_id == ARGV[1] and (not record.done or record.status == 202) then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not record.done and record.lease_until_ms > now and record.owner ~= ARGV[6] then
+    return 0
   end
+  redis.call('DEL', KEYS[1])
 end
 if ARGV[2] ~= '' then
   put_payment(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[2], ARGV[4], ARGV[5])
 end
 return 1
+";
+
+/// The record and its remaining lifetime, in one round trip. KEYS: record.
+const READ_RECORD: &str = r"
+local record = load_record(KEYS[1])
+if not record then return {} end
+return {record.fingerprint, record.resource_id, record.owner, tostring(record.lease_until_ms),
+        record.done and '1' or '0', tostring(record.status), redis.call('HGET', KEYS[1], 'body') or '',
+        tostring(redis.call('PTTL', KEYS[1]))}
 ";
 
 /// Compare-and-set of a payment. KEYS: payment, merchant index, due index.
@@ -119,6 +137,7 @@ pub struct RedisStore {
     finish: Script,
     release: Script,
     put_if: Script,
+    read_record: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -166,23 +185,6 @@ fn payment_keys(payment: Option<&Payment>) -> [String; 3] {
     }
 }
 
-/// The record as the Lua scripts write it.
-#[derive(Deserialize)]
-struct LuaRecord {
-    fingerprint: String,
-    resource_id: String,
-    #[serde(default)]
-    owner: Option<String>,
-    #[serde(default)]
-    lease_until_ms: f64,
-    #[serde(default)]
-    done: bool,
-    #[serde(default)]
-    status: f64,
-    #[serde(default)]
-    body: String,
-}
-
 impl RedisStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
@@ -193,13 +195,14 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
-        let script = |body: &str| Script::new(&format!("{PUT_PAYMENT_FN}\n{body}"));
+        let script = |body: &str| Script::new(&format!("{PUT_PAYMENT_FN}\n{RECORD_FN}\n{body}"));
         Ok(Self {
             connection,
             claim: script(CLAIM),
             finish: script(FINISH),
             release: script(RELEASE),
             put_if: script(PUT_PAYMENT_IF),
+            read_record: script(READ_RECORD),
         })
     }
 
@@ -417,22 +420,31 @@ impl RedisStore {
     }
 
     pub async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let key = record_key(key);
-        let mut connection = self.connection.clone();
-        let raw: Option<String> = connection.get(&key).await.map_err(unavailable)?;
-        let Some(raw) = raw else { return Ok(None) };
-        let ttl_ms: i64 = connection.pttl(&key).await.map_err(unavailable)?;
-        let lua: LuaRecord = serde_json::from_str(&raw).map_err(corrupt)?;
-        let state = if lua.done {
-            RecordState::Done { response: StoredResponse { status: lua.status as u16, body: lua.body } }
+        let reply: Vec<String> = self
+            .read_record
+            .key(record_key(key))
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        if reply.is_empty() {
+            return Ok(None);
+        }
+        let Ok([fingerprint, resource_id, owner, lease_until_ms, done, status, body, ttl_ms]) =
+            <[String; 8]>::try_from(reply)
+        else {
+            return Err(corrupt("unexpected record reply"));
+        };
+        let number = |text: &str| text.parse::<f64>().map_err(corrupt);
+        let state = if done == "1" {
+            RecordState::Done { response: StoredResponse { status: number(&status)? as u16, body } }
         } else {
-            RecordState::InFlight { owner: lua.owner.unwrap_or_default(), lease_until_ms: lua.lease_until_ms as i64 }
+            RecordState::InFlight { owner, lease_until_ms: number(&lease_until_ms)? as i64 }
         };
         Ok(Some(IdempotencyRecord {
-            fingerprint: lua.fingerprint,
-            resource_id: lua.resource_id,
+            fingerprint,
+            resource_id,
             state,
-            expires_at_ms: super::now_ms() + ttl_ms.max(0),
+            expires_at_ms: super::now_ms() + (number(&ttl_ms)? as i64).max(0),
         }))
     }
 

@@ -138,6 +138,49 @@ fn peak_rss(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// CPU time (user + system) process `pid` has used so far, in microseconds.
+fn cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports in clock ticks of 1/100 s on every platform this runs on.
+    Some(ticks * 10_000)
+}
+
+/// CPU each process spent per measured call: sampled when the warm-up ends and when the run ends.
+#[derive(Debug, Default, Clone, Copy)]
+struct CpuPerCall {
+    server: Option<f64>,
+    bank: Option<f64>,
+    redis: Option<f64>,
+}
+
+/// Runs the closed loop against `target` while sampling the CPU of `pids` (server, bank, Redis).
+async fn measured_run(
+    target: SocketAddr,
+    args: &RunArgs,
+    pids: [Option<u32>; 3],
+) -> anyhow::Result<(LoadReport, CpuPerCall)> {
+    let sample = move || pids.map(|pid| pid.and_then(cpu_us));
+    let at_warmup = tokio::spawn({
+        let warmup = Duration::from_secs(args.warmup);
+        async move {
+            tokio::time::sleep(warmup).await;
+            sample()
+        }
+    });
+    let report = closed_loop(target, payment_requests(target, MERCHANT_A.1), args).await?;
+    let (before, after) = (at_warmup.await?, sample());
+    let completed = report.completed;
+    let per_call = |i: usize| match (before[i], after[i]) {
+        (Some(b), Some(a)) if completed > 0 => Some(a.saturating_sub(b) as f64 / completed as f64),
+        _ => None,
+    };
+    let cpu = CpuPerCall { server: per_call(0), bank: per_call(1), redis: per_call(2) };
+    Ok((report, cpu))
+}
+
 /// A mock bank process under the `healthy` preset with zero latency.
 async fn start_bank() -> anyhow::Result<(Child, SocketAddr)> {
     let addr = free_port()?;
@@ -258,6 +301,7 @@ struct Row {
     what: &'static str,
     report: Option<LoadReport>,
     rss: Option<u64>,
+    cpu: CpuPerCall,
     note: String,
 }
 
@@ -309,7 +353,7 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
             "fail-fast" => ("the gateway, breaker forced open", 503),
             _ => ("bare axum handler", 201),
         };
-        let mut row = Row { name, what, report: None, rss: None, note: String::new() };
+        let mut row = Row { name, what, report: None, rss: None, cpu: CpuPerCall::default(), note: String::new() };
         let needs_redis = matches!(name, "baseline" | "redis" | "fail-fast");
         let redis_url = redis.as_ref().map(RedisServer::url).unwrap_or_default();
         if needs_redis && redis.is_none() {
@@ -320,12 +364,14 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         if needs_redis {
             flush_redis(&redis_url).await?;
         }
-        let (_bank, bank) = start_bank().await?;
+        let (bank_process, bank) = start_bank().await?;
+        let bank_pid = Some(bank_process.0.id());
+        let redis_pid = redis.as_ref().filter(|_| needs_redis).and_then(RedisServer::pid);
         let bank_url = format!("http://{bank}");
         print!("  {name:<10} ... ");
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        let (report, rss) = match name {
+        let (report, cpu, rss) = match name {
             "baseline" | "bare" => {
                 let addr = free_port()?;
                 let server = Child::spawn(std::process::Command::new(&this).args([
@@ -339,8 +385,8 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                     &bank_url,
                 ]))?;
                 wait_healthy(&format!("http://{addr}")).await;
-                let report = closed_loop(addr, payment_requests(addr, MERCHANT_A.1), &args.run).await?;
-                (report, peak_rss(server.0.id()))
+                let (report, cpu) = measured_run(addr, &args.run, [Some(server.0.id()), bank_pid, redis_pid]).await?;
+                (report, cpu, peak_rss(server.0.id()))
             }
             _ => {
                 let store = if name == "redb" {
@@ -353,8 +399,8 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                     force_breaker_open(&gateway.url).await?;
                 }
                 let addr: SocketAddr = gateway.url.trim_start_matches("http://").parse()?;
-                let report = closed_loop(addr, payment_requests(addr, MERCHANT_A.1), &args.run).await?;
-                (report, peak_rss(gateway.pid()))
+                let (report, cpu) = measured_run(addr, &args.run, [Some(gateway.pid()), bank_pid, redis_pid]).await?;
+                (report, cpu, peak_rss(gateway.pid()))
             }
         };
         println!("{:.0} calls/s", report.rps());
@@ -365,6 +411,7 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         }
         row.report = Some(report);
         row.rss = rss;
+        row.cpu = cpu;
         rows.push(row);
     }
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -396,8 +443,17 @@ fn print_comparison(rows: &[Row]) {
     let bare = find("bare");
     println!();
     println!(
-        "{:<10} {:<42} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}",
-        "target", "what", "calls/s", "p50 ms", "p99 ms", "rps ×", "p50 ×", "p99 ×", "peak RSS"
+        "{:<10} {:<42} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}  {}",
+        "target",
+        "what",
+        "calls/s",
+        "p50 ms",
+        "p99 ms",
+        "rps ×",
+        "p50 ×",
+        "p99 ×",
+        "peak RSS",
+        "CPU µs per call: server / bank / Redis"
     );
     for row in rows {
         let Some(report) = &row.report else {
@@ -408,8 +464,9 @@ fn print_comparison(rows: &[Row]) {
             Some(base) if base > 0.0 => format!("{:.2}", value / base),
             _ => "-".into(),
         };
+        let cpu = |value: Option<f64>| value.map_or("-".to_owned(), |us| format!("{us:.0}"));
         println!(
-            "{:<10} {:<42} {:>9.0} {:>9.2} {:>9.2} {:>8} {:>8} {:>8} {:>9}",
+            "{:<10} {:<42} {:>9.0} {:>9.2} {:>9.2} {:>8} {:>8} {:>8} {:>9}  {} / {} / {}",
             row.name,
             row.what,
             report.rps(),
@@ -419,6 +476,9 @@ fn print_comparison(rows: &[Row]) {
             ratio(report.percentile_ms(0.5), baseline.map(|b| b.percentile_ms(0.5))),
             ratio(report.percentile_ms(0.99), baseline.map(|b| b.percentile_ms(0.99))),
             row.rss.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))),
+            cpu(row.cpu.server),
+            cpu(row.cpu.bank),
+            cpu(row.cpu.redis),
         );
         if !row.note.is_empty() {
             println!("{:<10} {}", "", row.note);
