@@ -133,6 +133,10 @@ const MAX_SCAN: usize = 10_000;
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
+    scripts: std::sync::Arc<Scripts>,
+}
+
+struct Scripts {
     claim: Script,
     finish: Script,
     release: Script,
@@ -196,20 +200,21 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
         let script = |body: &str| Script::new(&format!("{PUT_PAYMENT_FN}\n{RECORD_FN}\n{body}"));
-        Ok(Self {
-            connection,
+        let scripts = Scripts {
             claim: script(CLAIM),
             finish: script(FINISH),
             release: script(RELEASE),
             put_if: script(PUT_PAYMENT_IF),
             read_record: script(READ_RECORD),
-        })
+        };
+        Ok(Self { connection, scripts: std::sync::Arc::new(scripts) })
     }
 
     pub async fn claim(&self, request: ClaimRequest<'_>) -> Result<Claim, StoreError> {
         let [json, id, created, due] = payment_args(request.insert)?;
         let [pay, merchant, due_index] = payment_keys(request.insert);
         let reply: Vec<String> = self
+            .scripts
             .claim
             .key(record_key(request.key))
             .key(pay)
@@ -252,6 +257,7 @@ impl RedisStore {
         let [json, id, created, due] = payment_args(payment)?;
         let [pay, merchant, due_index] = payment_keys(payment);
         let _: i64 = self
+            .scripts
             .finish
             .key(record_key(key))
             .key(pay)
@@ -282,6 +288,7 @@ impl RedisStore {
         let [pay, merchant, due_index] = payment_keys(payment);
         // No request ever names itself by the empty string, so '' never matches a holder.
         let released: i64 = self
+            .scripts
             .release
             .key(record_key(key))
             .key(pay)
@@ -304,6 +311,7 @@ impl RedisStore {
         let [json, id, created, due] = payment_args(Some(payment))?;
         let [pay, merchant, due_index] = payment_keys(Some(payment));
         let written: i64 = self
+            .scripts
             .put_if
             .key(pay)
             .key(merchant)
@@ -421,6 +429,7 @@ impl RedisStore {
 
     pub async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let reply: Vec<String> = self
+            .scripts
             .read_record
             .key(record_key(key))
             .invoke_async(&mut self.connection.clone())

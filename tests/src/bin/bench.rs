@@ -443,17 +443,8 @@ fn print_comparison(rows: &[Row]) {
     let bare = find("bare");
     println!();
     println!(
-        "{:<10} {:<42} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}  {}",
-        "target",
-        "what",
-        "calls/s",
-        "p50 ms",
-        "p99 ms",
-        "rps ×",
-        "p50 ×",
-        "p99 ×",
-        "peak RSS",
-        "CPU µs per call: server / bank / Redis"
+        "{:<10} {:<42} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}  CPU µs per call: server / bank / Redis",
+        "target", "what", "calls/s", "p50 ms", "p99 ms", "rps ×", "p50 ×", "p99 ×", "peak RSS",
     );
     for row in rows {
         let Some(report) = &row.report else {
