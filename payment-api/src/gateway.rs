@@ -243,7 +243,9 @@ impl Gateway {
         let key = scoped_key(merchant, "payment", idempotency_key);
         let now = Utc::now();
         let payment = Payment {
-            id: format!("pay_{}", Uuid::new_v4()),
+            // Time-ordered (UUID v7): new payments land next to each other in the embedded store's
+            // B-trees instead of dirtying a random page each, and ids sort by creation.
+            id: format!("pay_{}", Uuid::now_v7()),
             status: PaymentStatus::Processing,
             amount: request.amount,
             currency: request.currency.clone(),

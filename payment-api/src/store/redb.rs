@@ -29,6 +29,10 @@ const PAYMENTS: TableDefinition<&str, &str> = TableDefinition::new("payments");
 const BY_MERCHANT: TableDefinition<&str, ()> = TableDefinition::new("payments_by_merchant");
 /// `due ms (20 digits) \x1f id` → ()
 const DUE: TableDefinition<&str, ()> = TableDefinition::new("payments_due");
+/// id → the payment's due time in ms, or `NOT_DUE`: what `put_payment` needs of the stored
+/// payment, without reading its JSON. Payments written before this table have no entry.
+const DUE_OF: TableDefinition<&str, i64> = TableDefinition::new("payments_due_of");
+const NOT_DUE: i64 = i64::MIN;
 
 /// The most changes one transaction takes.
 const MAX_BATCH: usize = 256;
@@ -142,22 +146,34 @@ fn due_key(due_ms: i64, id: &str) -> String {
 /// Writes a payment and keeps both indexes in step, inside the caller's transaction.
 fn put_payment(txn: &WriteTransaction, payment: &Payment) -> Result<(), StoreError> {
     let json = serde_json::to_string(payment).map_err(corrupt)?;
+    let mut due_of = txn.open_table(DUE_OF).map_err(unavailable)?;
+    let known = due_of.get(payment.id.as_str()).map_err(unavailable)?.map(|due| due.value());
     let mut payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
-    let old: Option<Payment> = match payments.get(payment.id.as_str()).map_err(unavailable)? {
-        Some(raw) => Some(serde_json::from_str(raw.value()).map_err(corrupt)?),
-        None => None,
+    // The old due time, from the small table when it has the payment, else from the payment.
+    let (existed, old_due) = match known {
+        Some(due) => (true, (due != NOT_DUE).then_some(due)),
+        None => match payments.get(payment.id.as_str()).map_err(unavailable)? {
+            Some(raw) => (true, due_ms(&serde_json::from_str::<Payment>(raw.value()).map_err(corrupt)?)),
+            None => (false, None),
+        },
     };
     payments.insert(payment.id.as_str(), json.as_str()).map_err(unavailable)?;
-    let mut due = txn.open_table(DUE).map_err(unavailable)?;
-    if let Some(old_due) = old.as_ref().and_then(due_ms) {
-        due.remove(due_key(old_due, &payment.id).as_str()).map_err(unavailable)?;
+    let new_due = due_ms(payment);
+    if old_due != new_due || known.is_none() {
+        let mut due = txn.open_table(DUE).map_err(unavailable)?;
+        if let Some(old_due) = old_due {
+            due.remove(due_key(old_due, &payment.id).as_str()).map_err(unavailable)?;
+        }
+        if let Some(new_due) = new_due {
+            due.insert(due_key(new_due, &payment.id).as_str(), ()).map_err(unavailable)?;
+        }
+        due_of.insert(payment.id.as_str(), new_due.unwrap_or(NOT_DUE)).map_err(unavailable)?;
     }
-    if let Some(new_due) = due_ms(payment) {
-        due.insert(due_key(new_due, &payment.id).as_str(), ()).map_err(unavailable)?;
+    if !existed {
+        let mut by_merchant = txn.open_table(BY_MERCHANT).map_err(unavailable)?;
+        let key = merchant_key(&payment.merchant_id, created_micros(payment), &payment.id);
+        by_merchant.insert(key.as_str(), ()).map_err(unavailable)?;
     }
-    let mut by_merchant = txn.open_table(BY_MERCHANT).map_err(unavailable)?;
-    let key = merchant_key(&payment.merchant_id, created_micros(payment), &payment.id);
-    by_merchant.insert(key.as_str(), ()).map_err(unavailable)?;
     Ok(())
 }
 
@@ -189,6 +205,7 @@ impl RedbStore {
             txn.open_table(PAYMENTS).map_err(unavailable)?;
             txn.open_table(BY_MERCHANT).map_err(unavailable)?;
             txn.open_table(DUE).map_err(unavailable)?;
+            txn.open_table(DUE_OF).map_err(unavailable)?;
             txn.commit().map_err(unavailable)?;
             Ok(Arc::new(db))
         })
