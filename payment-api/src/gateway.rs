@@ -147,6 +147,16 @@ fn key_reused() -> Problem {
     )
 }
 
+/// 503 `circuit_open`: the breaker refused the bank call, so nothing was charged.
+fn circuit_open(rejected: Rejected) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "circuit_open",
+        "the bank is failing and calls to it are paused; nothing was charged",
+    )
+    .with_retry_after(retry_after_secs(rejected.retry_after))
+}
+
 fn retry_after_secs(wait: Option<Duration>) -> u64 {
     wait.map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64)
 }
@@ -239,8 +249,11 @@ impl Gateway {
         started: tokio::time::Instant,
     ) -> Result<Answer, Problem> {
         request.validate(&self.settings.currencies)?;
-        let fingerprint = self.fingerprint(&request.canonical());
         let key = scoped_key(merchant, "payment", idempotency_key);
+        if let Some(rejected) = self.guard.breaker().refuse_if_open() {
+            return self.answer_while_open(&key, &request, rejected).await;
+        }
+        let fingerprint = self.fingerprint(&request.canonical());
         let now = Utc::now();
         let payment = Payment {
             // Time-ordered (UUID v7): new payments land next to each other in the embedded store's
@@ -268,9 +281,6 @@ impl Gateway {
             last_attempt_at: Some(now),
         };
         let owner = self.owner(request_id);
-        if let Some(rejected) = self.guard.breaker().refuse_if_open() {
-            return self.answer_while_open(&key, &fingerprint, &owner, &payment.id, rejected).await;
-        }
         let claim = self
             .timed(
                 "claim",
@@ -316,35 +326,32 @@ impl Gateway {
 
     /// While the breaker refuses every bank call, a payment is answered from its key's record
     /// alone (a replay, 409 or 422, as the claim would) and otherwise refused with 503 before
-    /// anything is written: nothing could be charged, so there is nothing to record.
+    /// anything is built or written: nothing could be charged, so there is nothing to record.
     async fn answer_while_open(
         &self,
         key: &str,
-        fingerprint: &str,
-        owner: &str,
-        resource_id: &str,
+        request: &CreatePayment,
         rejected: Rejected,
     ) -> Result<Answer, Problem> {
         let record = self.timed("record", self.store.record(key)).await.map_err(|e| store_problem(&e))?;
-        let request = ClaimRequest {
+        // Nothing else is needed to refuse a key nobody has used: the fingerprint, the payment and
+        // the claim are for keys with a record.
+        let Some(record) = record else { return Err(circuit_open(rejected)) };
+        let fingerprint = self.fingerprint(&request.canonical());
+        let claim = ClaimRequest {
             key,
-            fingerprint,
-            owner,
-            resource_id,
+            fingerprint: &fingerprint,
+            owner: "",
+            resource_id: "",
             lease: self.settings.lease,
             retention: self.settings.retention,
             insert: None,
         };
-        match decide_claim(record.as_ref(), &request, now_ms()).0 {
+        match decide_claim(Some(&record), &claim, now_ms()).0 {
             Claim::Replay(response) => Ok(Answer::replay(response)),
             Claim::InUse { retry_after } => Err(key_in_use("payment", retry_after)),
             Claim::Mismatch => Err(key_reused()),
-            Claim::Fresh | Claim::TakeOver { .. } => Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "circuit_open",
-                "the bank is failing and calls to it are paused; nothing was charged",
-            )
-            .with_retry_after(retry_after_secs(rejected.retry_after))),
+            Claim::Fresh | Claim::TakeOver { .. } => Err(circuit_open(rejected)),
         }
     }
 
@@ -392,13 +399,7 @@ impl Gateway {
                 Ok(Answer::fresh(response))
             }
             CallResult::CircuitOpen(rejected) => {
-                let problem = Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "circuit_open",
-                    "the bank is failing and calls to it are paused; nothing was charged",
-                )
-                .with_retry_after(retry_after_secs(rejected.retry_after));
-                self.give_up(payment, key, &owner, problem, started, inherited).await
+                self.give_up(payment, key, &owner, circuit_open(rejected), started, inherited).await
             }
             CallResult::Overloaded(_) => {
                 let problem = Problem::new(
@@ -411,12 +412,7 @@ impl Gateway {
             }
             CallResult::Failed { stop, .. } if !report.may_have_acted => {
                 let problem = match stop {
-                    StopReason::CircuitOpen(rejected) => Problem::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "circuit_open",
-                        "the bank is failing and calls to it are paused; nothing was charged",
-                    )
-                    .with_retry_after(retry_after_secs(rejected.retry_after)),
+                    StopReason::CircuitOpen(rejected) => circuit_open(rejected),
                     _ => bank_unavailable(),
                 };
                 self.give_up(payment, key, &owner, problem, started, inherited).await

@@ -20,7 +20,9 @@ use crate::model::{Payment, Refund};
 const PUT_PAYMENT_FN: &str = r"
 local function put_payment(pay_key, merchant_key, due_key, id, json, created_score, due_score)
   redis.call('SET', pay_key, json)
-  redis.call('ZADD', merchant_key, created_score, id)
+  if created_score ~= '' then
+    redis.call('ZADD', merchant_key, created_score, id)
+  end
   if due_score ~= '' then
     redis.call('ZADD', due_key, due_score, id)
   else
@@ -170,7 +172,8 @@ fn merchant_key(merchant: &str) -> String {
     format!("rp:merchant:{merchant}")
 }
 
-/// The arguments `put_payment` takes: JSON, id, created score, due score.
+/// The arguments `put_payment` takes: JSON, id, created score ('' when the payment is already in
+/// the merchant index), due score.
 fn payment_args(payment: Option<&Payment>) -> Result<[String; 4], StoreError> {
     let Some(payment) = payment else { return Ok(Default::default()) };
     Ok([
@@ -254,7 +257,8 @@ impl RedisStore {
         retention: Duration,
         payment: Option<&Payment>,
     ) -> Result<(), StoreError> {
-        let [json, id, created, due] = payment_args(payment)?;
+        // The payment was indexed by merchant when it was claimed.
+        let [json, id, _, due] = payment_args(payment)?;
         let [pay, merchant, due_index] = payment_keys(payment);
         let _: i64 = self
             .scripts
@@ -269,7 +273,7 @@ impl RedisStore {
             .arg(retention.as_millis() as u64)
             .arg(json)
             .arg(id)
-            .arg(created)
+            .arg("")
             .arg(due)
             .invoke_async(&mut self.connection.clone())
             .await
@@ -284,7 +288,8 @@ impl RedisStore {
         owner: Option<&str>,
         payment: Option<&Payment>,
     ) -> Result<bool, StoreError> {
-        let [json, id, created, due] = payment_args(payment)?;
+        // The payment was indexed by merchant when it was claimed.
+        let [json, id, _, due] = payment_args(payment)?;
         let [pay, merchant, due_index] = payment_keys(payment);
         // No request ever names itself by the empty string, so '' never matches a holder.
         let released: i64 = self
@@ -297,7 +302,7 @@ impl RedisStore {
             .arg(resource_id)
             .arg(json)
             .arg(id)
-            .arg(created)
+            .arg("")
             .arg(due)
             .arg(owner.unwrap_or_default())
             .invoke_async(&mut self.connection.clone())
