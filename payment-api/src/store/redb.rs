@@ -36,8 +36,9 @@ const NOT_DUE: i64 = i64::MIN;
 
 /// The most changes one transaction takes.
 const MAX_BATCH: usize = 256;
-/// redb's page cache; the default grows to a large share of memory.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// redb's page cache; the default grows to a large share of memory. The OS caches the file too:
+/// 4, 8 and 16 MiB gave the same throughput in the bench, and peak RSS of 38, 49 and 62 MiB.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct RedbStore {
