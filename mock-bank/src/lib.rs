@@ -66,6 +66,19 @@ impl Bank {
     }
 }
 
+/// The binary's whole life: configuration from flags and environment, logging, then [`run`] on
+/// the configured address until SIGINT or SIGTERM.
+pub async fn serve_cli() -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::Parser;
+    let config = Config::parse();
+    telemetry::init(&config.log, config.log_format)?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    run(config, listener, http_conventions::shutdown::signal()).await?;
+    Ok(())
+}
+
 /// Serves the bank on `listener` until `shutdown` resolves.
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let bank = Arc::new(Bank::new(config)?);

@@ -7,6 +7,34 @@ use std::time::Duration;
 
 use crate::{MERCHANT_A, wait_for};
 
+/// Any child process, killed when dropped, so that a driver that fails leaves nothing running.
+#[derive(Debug)]
+pub struct KillOnDrop(Child);
+
+impl KillOnDrop {
+    /// Starts `command` with its standard output discarded.
+    pub fn spawn(command: &mut Command) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        Ok(Self(command.stdout(Stdio::null()).spawn().with_context(|| format!("starting {command:?}"))?))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free address on 127.0.0.1 (free when asked; a server should bind it soon after).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
+}
+
 /// A running gateway process, killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct GatewayProcess {
@@ -18,9 +46,7 @@ impl GatewayProcess {
     /// Starts the binary at `binary` (pass `env!("CARGO_BIN_EXE_gateway-under-test")`) against
     /// `bank_url` on `store`, with quick timings plus `extra` arguments, and waits until ready.
     pub async fn start(binary: &str, bank_url: &str, store: &str, extra: &[&str]) -> Self {
-        let addr: SocketAddr =
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
-        Self::start_at(binary, addr, bank_url, store, extra).await
+        Self::start_at(binary, free_addr(), bank_url, store, extra).await
     }
 
     /// Like [`GatewayProcess::start`], on a given address (to restart where one was killed).

@@ -35,8 +35,9 @@ end
 /// body is only read for a replay). `load_record` also reads a record written by an earlier
 /// version as one JSON string, and turns it into a hash with the same expiry.
 const RECORD_FN: &str = r"
+local RECORD_FIELDS = {'fingerprint', 'resource_id', 'owner', 'lease_until_ms', 'done', 'status'}
 local function load_record(key)
-  local v = redis.pcall('HMGET', key, 'fingerprint', 'resource_id', 'owner', 'lease_until_ms', 'done', 'status')
+  local v = redis.pcall('HMGET', key, unpack(RECORD_FIELDS))
   if v.err then
     local ttl = redis.call('PTTL', key)
     local old = cjson.decode(redis.call('GET', key))
@@ -45,7 +46,7 @@ local function load_record(key)
                'lease_until_ms', old.lease_until_ms or 0, 'done', old.done and '1' or '0', 'status', old.status or 0,
                'body', old.body or '')
     if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
-    v = redis.call('HMGET', key, 'fingerprint', 'resource_id', 'owner', 'lease_until_ms', 'done', 'status')
+    v = redis.call('HMGET', key, unpack(RECORD_FIELDS))
   end
   if not v[1] then return nil end
   return {fingerprint = v[1], resource_id = v[2], owner = v[3] or '', lease_until_ms = tonumber(v[4]) or 0,

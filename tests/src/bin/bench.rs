@@ -11,17 +11,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use http_body_util::Full;
 use tests::careful::{ClientTally, PaymentSession, Targets};
 use tests::loadgen::{self, Bound, LoadReport, Outcome, Pace, RawSession, RequestFactory};
-use tests::process::{GatewayProcess, sibling_binary, wait_healthy};
+use tests::process::{GatewayProcess, KillOnDrop, free_addr, sibling_binary, wait_healthy};
 use tests::{MERCHANT_A, RedisServer, baseline};
 
 #[derive(Debug, Parser)]
@@ -111,26 +110,6 @@ struct LoadArgs {
     payment_deadline_s: u64,
 }
 
-/// A child process killed when dropped, so a failed bench leaves nothing running.
-struct Child(std::process::Child);
-
-impl Child {
-    fn spawn(command: &mut std::process::Command) -> anyhow::Result<Self> {
-        Ok(Self(command.stdout(Stdio::null()).spawn().with_context(|| format!("starting {command:?}"))?))
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(0, |n| n.get())
 }
@@ -195,9 +174,9 @@ fn binary(variable: &str, name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// A mock bank process under the `healthy` preset with zero latency.
-async fn start_bank() -> anyhow::Result<(Child, SocketAddr)> {
-    let addr = free_port()?;
-    let bank = Child::spawn(std::process::Command::new(binary("BENCH_BANK_BIN", "mock-bank")?).args([
+async fn start_bank() -> anyhow::Result<(KillOnDrop, SocketAddr)> {
+    let addr = free_addr();
+    let bank = KillOnDrop::spawn(std::process::Command::new(binary("BENCH_BANK_BIN", "mock-bank")?).args([
         "--listen",
         &addr.to_string(),
         "--preset",
@@ -382,7 +361,7 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
             server.restart().await;
         }
         let (bank_process, bank) = start_bank().await?;
-        let bank_pid = Some(bank_process.0.id());
+        let bank_pid = Some(bank_process.pid());
         let redis_pid = redis.as_ref().filter(|_| needs_redis).and_then(RedisServer::pid);
         let bank_url = format!("http://{bank}");
         print!("  {name:<10} ... ");
@@ -390,8 +369,8 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
         let _ = std::io::stdout().flush();
         let (report, cpu, rss) = match name {
             "baseline" | "bare" => {
-                let addr = free_port()?;
-                let server = Child::spawn(std::process::Command::new(&this).args([
+                let addr = free_addr();
+                let server = KillOnDrop::spawn(std::process::Command::new(&this).args([
                     "serve",
                     name,
                     "--listen",
@@ -402,8 +381,8 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                     &bank_url,
                 ]))?;
                 wait_healthy(&format!("http://{addr}")).await;
-                let (report, cpu) = measured_run(addr, &args.run, [Some(server.0.id()), bank_pid, redis_pid]).await?;
-                (report, cpu, peak_rss(server.0.id()))
+                let (report, cpu) = measured_run(addr, &args.run, [Some(server.pid()), bank_pid, redis_pid]).await?;
+                (report, cpu, peak_rss(server.pid()))
             }
             _ => {
                 let store = if name == "redb" {

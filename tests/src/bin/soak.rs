@@ -5,7 +5,6 @@
 #![allow(clippy::print_stdout)]
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::json;
-use tests::process::{GatewayProcess, sibling_binary, wait_healthy};
+use tests::process::{GatewayProcess, KillOnDrop, free_addr, sibling_binary, wait_healthy};
 use tests::soak::{self, ClientTally, SoakPlan, Targets};
 use tests::{MERCHANT_A, RedisServer};
 
@@ -46,20 +45,6 @@ struct Args {
     store: Option<String>,
 }
 
-/// A child process killed when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 /// On top of the process helper's quick timings (500 ms attempts, 1.5 s deadline, 2 s lease, 3 s
 /// commit window): short breaker open periods, no rate limit in the way, quiet logs.
 const GATEWAY_ARGS: [&str; 8] =
@@ -72,14 +57,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         bail!("--instances > 1 and --restart-redis need the Redis store (install redis-server)");
     }
 
-    let bank_addr = free_addr()?;
-    let _bank = Child(
-        std::process::Command::new(sibling_binary("mock-bank")?)
-            .args(["--listen", &bank_addr.to_string(), "--log", "warn"])
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting mock-bank")?,
-    );
+    let bank_addr = free_addr();
+    let _bank = KillOnDrop::spawn(std::process::Command::new(sibling_binary("mock-bank")?).args([
+        "--listen",
+        &bank_addr.to_string(),
+        "--log",
+        "warn",
+    ]))?;
     let bank = format!("http://{bank_addr}");
     wait_healthy(&bank).await;
     let http = reqwest::Client::new();
