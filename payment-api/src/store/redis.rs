@@ -33,8 +33,15 @@ end
 
 /// The idempotency record is a hash (no JSON to decode or encode in Lua, and the stored answer's
 /// body is only read for a replay). `load_record` also reads a record written by an earlier
-/// version as one JSON string, and turns it into a hash with the same expiry.
+/// version as one JSON string, and turns it into a hash with the same expiry. `now_ms` is the lease
+/// clock the scripts share.
 const RECORD_FN: &str = r"
+-- Redis's own clock in ms, so that instances with skewed clocks agree on leases.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 local RECORD_FIELDS = {'fingerprint', 'resource_id', 'owner', 'lease_until_ms', 'done', 'status'}
 local function load_record(key)
   local v = redis.pcall('HMGET', key, unpack(RECORD_FIELDS))
@@ -58,8 +65,7 @@ end
 /// ARGV: fingerprint, owner, lease ms, retention ms, resource id, payment JSON or '', payment id,
 /// created score, due score or ''.
 const CLAIM: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local record = load_record(KEYS[1])
 if not record then
   redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'resource_id', ARGV[5], 'owner', ARGV[2],
@@ -98,8 +104,7 @@ return 1
 const RELEASE: &str = r"
 local record = load_record(KEYS[1])
 if record and record.resource_id == ARGV[1] and (not record.done or record.status == 202) then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = now_ms()
   if not record.done and record.lease_until_ms > now and record.owner ~= ARGV[6] then
     return 0
   end
