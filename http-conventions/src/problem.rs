@@ -73,6 +73,7 @@ impl Problem {
             "circuit_open" => "The bank is failing; calls are paused by the circuit breaker",
             "overloaded" => "Too many bank calls in flight",
             "store_unavailable" => "The idempotency store is unavailable",
+            "outcome_unknown" => "The outcome is not known yet; retry with the same Idempotency-Key",
             "internal_error" => "Internal error",
             _ => "Error",
         }

@@ -290,7 +290,7 @@ pub struct CreateRefund {
         ("Idempotency-Key" = String, Header, description = "The same key never refunds twice"),
     ),
     responses(
-        (status = 201, body = crate::model::Refund),
+        (status = 201, description = "Refunded (or a replay, with `Idempotent-Replayed: true`)", body = crate::model::PublicRefund),
         (status = 404, body = http_conventions::problem::ProblemBody),
         (status = 409, description = "The payment is not refundable (`invalid_state`), or the key is in use", body = http_conventions::problem::ProblemBody),
         (status = 422, description = "Over-refund, or the key was used with another body", body = http_conventions::problem::ProblemBody),

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backlog;
 pub mod bank;
 pub mod config;
 pub mod events;

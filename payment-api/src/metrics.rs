@@ -83,6 +83,8 @@ pub struct Metrics {
     pub rate_limited: LabeledCounter,
     pub reconciled: LabeledCounter,
     pub reconciler_backlog: AtomicU64,
+    /// Outcomes waiting for the store to come back (see `backlog`).
+    pub unwritten_outcomes: AtomicU64,
     pub store_duration: Mutex<BTreeMap<String, Histogram>>,
     pub stream_subscribers: AtomicU64,
 }
@@ -197,6 +199,13 @@ impl Metrics {
             "Processing payments due at the last reconciler pass.",
         );
         let _ = writeln!(out, "gateway_reconciler_backlog {}", self.reconciler_backlog.load(Relaxed));
+        section(
+            &mut out,
+            "gateway_unwritten_outcomes",
+            "gauge",
+            "Bank outcomes kept in memory until the store answers again.",
+        );
+        let _ = writeln!(out, "gateway_unwritten_outcomes {}", self.unwritten_outcomes.load(Relaxed));
         section(&mut out, "gateway_store_operation_duration_seconds", "histogram", "Store latency by operation.");
         for (operation, histogram) in self.store_duration.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             histogram.render(

@@ -52,22 +52,69 @@ impl PaymentStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// Where a refund stands. `pending` holds its amount against the payment while the bank's answer
+/// is unknown, so that racing refunds can never together exceed what was charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Pending => "pending",
+            RefundStatus::Succeeded => "succeeded",
+            RefundStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A refund as stored inside its payment. Its id is also the bank's idempotency key for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {
     pub id: String,
-    pub object: String,
-    pub payment_id: String,
     pub amount: i64,
-    pub status: String,
-    pub bank_refund_id: Option<String>,
+    pub status: RefundStatus,
+    pub created_at: DateTime<Utc>,
+    /// The client's `Idempotency-Key`, so the reconciler can update the answer stored under it.
+    #[serde(default)]
+    pub idempotency_key: String,
+    /// When the gateway last started sending it to the bank: the bank's commit window for it
+    /// runs from then.
+    #[serde(default)]
+    pub last_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The refund object of the API.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Refund)]
+pub struct PublicRefund<'a> {
+    pub id: &'a str,
+    /// Always `refund`.
+    pub object: &'static str,
+    pub payment_id: &'a str,
+    pub amount: i64,
+    /// `succeeded`, or `pending` while the bank's answer is unknown (answered 202; the
+    /// reconciler settles it, and a retry with the same key returns the settled refund).
+    pub status: RefundStatus,
+    pub bank_refund_id: Option<&'a str>,
     pub created_at: DateTime<Utc>,
 }
 
 /// A payment as stored. Its public fields are what clients see; `merchant_id`,
-/// `idempotency_key` and `reconcile_after` are the gateway's own bookkeeping.
+/// `idempotency_key`, `bank_key`, `version` and `reconcile_after` are the gateway's own
+/// bookkeeping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Payment {
     pub id: String,
+    /// Bumped by every write. A store writes a payment only over the version it was derived from,
+    /// so two changes racing on one payment can never overwrite each other: the loser re-applies
+    /// its change to the winner's payment (see [`Change`]).
+    #[serde(default)]
+    pub version: u64,
     pub status: PaymentStatus,
     pub amount: i64,
     pub currency: String,
@@ -79,6 +126,7 @@ pub struct Payment {
     pub failure_reason: Option<String>,
     pub bank_charge_id: Option<String>,
     pub attempts: u32,
+    /// The sum of the succeeded refunds.
     pub refunded_amount: i64,
     #[serde(default)]
     pub refunds: Vec<Refund>,
@@ -86,8 +134,14 @@ pub struct Payment {
     pub updated_at: DateTime<Utc>,
     pub merchant_id: String,
     pub idempotency_key: String,
-    /// While `processing`: when the reconciler should look at it (at once after a 202, after the
-    /// lease for a payment whose request may still be running).
+    /// The idempotency key the bank is charged under: derived from the merchant, the client's key
+    /// and the request, never from this payment's id, so that even a store that lost this payment
+    /// sends a retry to the bank as the same charge. `None` in payments written before it existed,
+    /// which were charged under their id.
+    #[serde(default)]
+    pub bank_key: Option<String>,
+    /// While `processing`, or while a refund is pending: when the reconciler should look at it
+    /// (at once after a 202, after the lease for a request that may still be running).
     pub reconcile_after: Option<DateTime<Utc>>,
     /// When the gateway last started sending this charge to the bank: the bank's commit window
     /// runs from then, not from the payment's creation (a takeover may charge much later).
@@ -115,6 +169,56 @@ pub struct PublicPayment<'a> {
     pub refunded_amount: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What the bank said about a charge, as far as a payment needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeOutcome {
+    pub charge_id: String,
+    pub approved: bool,
+    pub decline_code: Option<String>,
+}
+
+/// One change to a payment. The store applies changes against the payment's current version;
+/// when another change won the race, this one is applied again to the winner's payment. So each
+/// change is written to be applied to whatever state the payment is in by then: settling an
+/// already settled payment, failing a succeeded one or finishing a refund twice changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The gateway is about to send the charge (again): the commit window starts over, and the
+    /// reconciler waits for the lease before looking.
+    Resend { at: DateTime<Utc>, lease: chrono::Duration },
+    /// The bank's answer, after `attempts` more attempts.
+    Settle { outcome: ChargeOutcome, attempts: u32 },
+    /// The bank surely did not charge under this request, or refused it outright.
+    Fail { reason: String, attempts: u32 },
+    /// The outcome is unknown: the reconciler looks at `at`.
+    AwaitReconcile { at: DateTime<Utc>, attempts: u32 },
+    /// Holds a refund's amount (`None`: all that is left) while the bank is asked, or, for a
+    /// refund already pending under this id, records that it is sent again. `lease` is how long
+    /// before the reconciler may look at it if the request dies.
+    ReserveRefund {
+        id: String,
+        amount: Option<i64>,
+        idempotency_key: String,
+        at: DateTime<Utc>,
+        lease: chrono::Duration,
+    },
+    /// The bank refunded.
+    RefundSucceeded { id: String },
+    /// The bank surely did not refund: the held amount is free again.
+    RefundFailed { id: String },
+    /// The bank's answer about a refund is unknown: the reconciler looks at `at`.
+    RefundPending { id: String, at: DateTime<Utc> },
+}
+
+/// Why a refund cannot be reserved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundRefusal {
+    /// Only a succeeded (or partly refunded) payment can be refunded.
+    NotRefundable(PaymentStatus),
+    /// More than is left once succeeded and pending refunds are counted.
+    OverRefund { remaining: i64 },
 }
 
 impl Payment {
@@ -147,19 +251,156 @@ impl Payment {
         self.status != PaymentStatus::Processing
     }
 
-    /// Applies a refund once (by id) and recomputes the refunded amount and status.
-    pub fn apply_refund(&mut self, refund: Refund) {
-        if self.refunds.iter().any(|r| r.id == refund.id) {
+    /// The key the bank knows this payment's charge by.
+    pub fn bank_key(&self) -> &str {
+        self.bank_key.as_deref().unwrap_or(&self.id)
+    }
+
+    pub fn refund(&self, id: &str) -> Option<&Refund> {
+        self.refunds.iter().find(|r| r.id == id)
+    }
+
+    pub fn has_pending_refunds(&self) -> bool {
+        self.refunds.iter().any(|r| r.status == RefundStatus::Pending)
+    }
+
+    /// What can still be refunded: the amount less succeeded and pending refunds.
+    pub fn refundable(&self) -> i64 {
+        let held: i64 = self.refunds.iter().filter(|r| r.status != RefundStatus::Failed).map(|r| r.amount).sum();
+        self.amount - held
+    }
+
+    /// The refund as the API shows it.
+    pub fn refund_json(&self, refund: &Refund) -> String {
+        let public = PublicRefund {
+            id: &refund.id,
+            object: "refund",
+            payment_id: &self.id,
+            amount: refund.amount,
+            status: refund.status,
+            bank_refund_id: None,
+            created_at: refund.created_at,
+        };
+        serde_json::to_string(&public).unwrap_or_default()
+    }
+
+    /// The payment with `change` applied and its version bumped, or why a refund cannot be held.
+    /// `now` stamps `updated_at` when something changed.
+    pub fn apply(&self, change: &Change, now: DateTime<Utc>) -> Result<Payment, RefundRefusal> {
+        let mut next = self.clone();
+        match change {
+            Change::Resend { at, lease } => {
+                if self.is_settled() {
+                    return Ok(next);
+                }
+                next.last_attempt_at = Some(*at);
+                next.reconcile_after = Some(*at + *lease);
+            }
+            Change::Settle { outcome, attempts } => {
+                next.attempts += attempts;
+                // A later answer never overturns an earlier one: the bank has one charge per key.
+                if matches!(self.status, PaymentStatus::Processing | PaymentStatus::Failed) {
+                    next.bank_charge_id = Some(outcome.charge_id.clone());
+                    next.status = if outcome.approved { PaymentStatus::Succeeded } else { PaymentStatus::Declined };
+                    next.decline_code = outcome.decline_code.clone();
+                    next.failure_reason = None;
+                }
+                next.reconcile_after = next.due_for_refunds();
+            }
+            Change::Fail { reason, attempts } => {
+                next.attempts += attempts;
+                if self.status == PaymentStatus::Processing {
+                    next.status = PaymentStatus::Failed;
+                    next.failure_reason = Some(reason.clone());
+                    next.reconcile_after = None;
+                }
+            }
+            Change::AwaitReconcile { at, attempts } => {
+                next.attempts += attempts;
+                if self.status == PaymentStatus::Processing {
+                    next.reconcile_after = Some(*at);
+                }
+            }
+            Change::ReserveRefund { id, amount, idempotency_key, at, lease } => {
+                match self.refund(id).map(|r| r.status) {
+                    // Sent again by a request that took over: the commit window starts over.
+                    Some(RefundStatus::Pending) => {
+                        if let Some(refund) = next.refunds.iter_mut().find(|r| r.id == *id) {
+                            refund.last_attempt_at = Some(*at);
+                        }
+                        next.reconcile_after =
+                            Some(next.reconcile_after.map_or(*at + *lease, |due| due.min(*at + *lease)));
+                    }
+                    Some(RefundStatus::Succeeded) => {}
+                    // Its earlier request surely refunded nothing: reserve it afresh.
+                    Some(RefundStatus::Failed) | None => {
+                        if !matches!(self.status, PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded) {
+                            return Err(RefundRefusal::NotRefundable(self.status));
+                        }
+                        next.refunds.retain(|r| r.id != *id);
+                        let remaining = next.refundable();
+                        let amount = amount.unwrap_or(remaining);
+                        if amount <= 0 || amount > remaining {
+                            return Err(RefundRefusal::OverRefund { remaining });
+                        }
+                        next.refunds.push(Refund {
+                            id: id.clone(),
+                            amount,
+                            status: RefundStatus::Pending,
+                            created_at: *at,
+                            idempotency_key: idempotency_key.clone(),
+                            last_attempt_at: Some(*at),
+                        });
+                        let due = *at + *lease;
+                        next.reconcile_after = Some(next.reconcile_after.map_or(due, |d| d.min(due)));
+                    }
+                }
+            }
+            Change::RefundSucceeded { id } => next.set_refund_status(id, RefundStatus::Succeeded),
+            Change::RefundFailed { id } => next.set_refund_status(id, RefundStatus::Failed),
+            Change::RefundPending { id, at } => {
+                if self.refund(id).is_some_and(|r| r.status == RefundStatus::Pending) {
+                    next.reconcile_after = Some(*at);
+                }
+            }
+        }
+        if next != *self {
+            next.updated_at = now;
+        }
+        // Written even when nothing changed, so the record change that goes with it is too.
+        next.version = self.version + 1;
+        Ok(next)
+    }
+
+    /// Settles a pending refund (a settled one stays as it is) and recomputes the totals.
+    fn set_refund_status(&mut self, id: &str, status: RefundStatus) {
+        let Some(refund) = self.refunds.iter_mut().find(|r| r.id == id) else { return };
+        if refund.status != RefundStatus::Pending {
             return;
         }
-        self.refunds.push(refund);
-        self.refunded_amount = self.refunds.iter().map(|r| r.amount).sum();
-        self.status = if self.refunded_amount >= self.amount {
-            PaymentStatus::Refunded
-        } else {
-            PaymentStatus::PartiallyRefunded
-        };
-        self.updated_at = Utc::now();
+        refund.status = status;
+        self.refunded_amount =
+            self.refunds.iter().filter(|r| r.status == RefundStatus::Succeeded).map(|r| r.amount).sum();
+        if self.refunded_amount > 0 {
+            self.status = if self.refunded_amount >= self.amount {
+                PaymentStatus::Refunded
+            } else {
+                PaymentStatus::PartiallyRefunded
+            };
+        }
+        self.reconcile_after = if self.has_pending_refunds() { self.reconcile_after } else { None };
+    }
+
+    /// While a refund is pending, the reconciler keeps looking at the payment.
+    fn due_for_refunds(&self) -> Option<DateTime<Utc>> {
+        if self.has_pending_refunds() { self.reconcile_after } else { None }
+    }
+
+    /// When the reconciler should look at this payment, if at all: while it is processing, or
+    /// while one of its refunds is pending.
+    pub fn due_at(&self) -> Option<DateTime<Utc>> {
+        let waiting = self.status == PaymentStatus::Processing || self.has_pending_refunds();
+        waiting.then(|| self.reconcile_after.unwrap_or(DateTime::<Utc>::UNIX_EPOCH))
     }
 }
 

@@ -5,6 +5,8 @@
 //!   their lease has run out. Settling one also updates the answer stored under its key, so later
 //!   replays return the settled outcome. Several instances may run it against one Redis: an
 //!   inquiry only reads, and every write it leads to is the same whoever makes it;
+//! - the **backlog writer** writes the outcomes the store could not take (it was down right after
+//!   the bank acted) as soon as it answers again;
 //! - the **stats ticker** publishes a `stats` event every second;
 //! - two **forwarders** turn breaker transitions and log records into stream events.
 
@@ -36,6 +38,7 @@ impl Drop for Background {
 pub fn spawn_all(app: Arc<App>) -> Background {
     Background(vec![
         tokio::spawn(reconciler(Arc::clone(&app))),
+        tokio::spawn(backlog_writer(Arc::clone(&app))),
         tokio::spawn(stats_ticker(Arc::clone(&app))),
         tokio::spawn(breaker_forwarder(Arc::clone(&app))),
         tokio::spawn(log_forwarder(app)),
@@ -49,6 +52,18 @@ async fn reconciler(app: Arc<App>) {
         tick.tick().await;
         if let Err(error) = app.gateway.reconcile_due().await {
             warn!(%error, "reconciler pass failed; will retry");
+        }
+    }
+}
+
+/// Every quarter second while outcomes wait; they are written in the order they were kept.
+async fn backlog_writer(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !app.gateway.backlog.is_empty() {
+            app.gateway.write_backlog().await;
         }
     }
 }

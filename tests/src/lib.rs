@@ -104,6 +104,17 @@ impl TestBank {
             .collect()
     }
 
+    /// Ledger charges by charge id (what a payment's `bank_charge_id` names).
+    pub async fn charges_by_id(&self) -> HashMap<String, Value> {
+        let ledger = self.ledger().await;
+        ledger["charges"]
+            .as_array()
+            .expect("charges array")
+            .iter()
+            .map(|c| (c["id"].as_str().unwrap_or_default().to_owned(), c.clone()))
+            .collect()
+    }
+
     pub async fn charge_count(&self) -> usize {
         self.ledger().await["totals"]["charges"].as_u64().unwrap_or(0) as usize
     }

@@ -86,17 +86,18 @@ async fn a_gateway_killed_mid_flight_loses_nothing_and_charges_nothing_twice() {
 
     // The ledger agrees: one approved charge per key, each belonging to the succeeded payment
     // the client was given; nothing else charged.
-    let ledger = bank.charges_by_key().await;
+    let ledger = bank.charges_by_id().await;
     let approved: Vec<(&String, &Value)> = ledger.iter().filter(|(_, c)| c["status"] == "approved").collect();
     assert_eq!(approved.len(), keys.len(), "one charge per key");
     for (key, payment) in &answers {
-        let id = payment["id"].as_str().unwrap();
+        let charge_id = payment["bank_charge_id"].as_str().unwrap();
         assert_eq!(payment["status"], "succeeded", "{key}");
-        assert_eq!(ledger[id]["status"], "approved", "{key}: the client's payment is the charged one");
+        assert_eq!(ledger[charge_id]["status"], "approved", "{key}: the client's payment is the charged one");
     }
-    for (bank_key, _) in approved {
-        let owner = all.iter().find(|p| p["id"] == bank_key.as_str()).unwrap();
-        assert_eq!(owner["status"], "succeeded", "{bank_key}");
+    for (charge_id, _) in approved {
+        let owners: Vec<&Value> = all.iter().filter(|p| p["bank_charge_id"] == charge_id.as_str()).collect();
+        assert_eq!(owners.len(), 1, "{charge_id}: one payment");
+        assert_eq!(owners[0]["status"], "succeeded", "{charge_id}");
     }
     drop(gateway);
     let _ = std::fs::remove_dir_all(dir);

@@ -39,9 +39,11 @@ async fn approved_payment_is_201_and_replayed_without_a_second_charge() {
     assert_eq!(replay.json::<Value>().await.unwrap()["id"], id);
 
     // The bank charged once, under the gateway's own key for the payment, and knows no card number.
-    let charges = bank.charges_by_key().await;
+    let charges = bank.charges_by_id().await;
     assert_eq!(charges.len(), 1);
-    assert_eq!(charges[id]["id"], payment["bank_charge_id"]);
+    let charge = &charges[payment["bank_charge_id"].as_str().unwrap()];
+    assert_eq!(charge["reference"], charge["idempotency_key"], "the bank key is also the charge's reference");
+    assert!(charge["idempotency_key"].as_str().unwrap().starts_with("pk_"));
     assert_eq!(gateway.payment(id).await["status"], "succeeded");
 }
 

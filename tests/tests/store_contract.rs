@@ -5,14 +5,17 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use payment_api::model::{CardSummary, Payment, PaymentStatus, Refund};
-use payment_api::store::{Claim, ClaimRequest, PaymentFilter, RecordState, Store, StoredResponse};
+use payment_api::model::{CardSummary, Change, Payment, PaymentStatus};
+use payment_api::store::{
+    Claim, ClaimRequest, Commit, Committed, PaymentFilter, RecordChange, RecordState, Store, StoredResponse,
+};
 use tests::{RedisServer, wait_for};
 
 fn payment(id: &str, merchant: &str, order: &str) -> Payment {
     let now = Utc::now();
     Payment {
         id: id.to_owned(),
+        version: 1,
         status: PaymentStatus::Processing,
         amount: 1_000,
         currency: "USD".into(),
@@ -30,6 +33,7 @@ fn payment(id: &str, merchant: &str, order: &str) -> Payment {
         updated_at: now,
         merchant_id: merchant.to_owned(),
         idempotency_key: format!("key-of-{id}"),
+        bank_key: None,
         reconcile_after: Some(now + Duration::from_secs(3600)),
         last_attempt_at: Some(now),
     }
@@ -51,6 +55,41 @@ fn answer(status: u16) -> StoredResponse {
     StoredResponse { status, body: format!("{{\"status\":{status}}}") }
 }
 
+/// `payment` as the next version of what was read.
+fn bumped(read: &Payment, change: impl FnOnce(&mut Payment)) -> Payment {
+    let mut payment = read.clone();
+    change(&mut payment);
+    payment.version = read.version + 1;
+    payment
+}
+
+/// Stores `response` under `key` together with the changed payment.
+async fn finish(store: &Store, key: &str, resource: &str, response: &StoredResponse, payment: &Payment) -> Committed {
+    finish_for(store, key, resource, response, payment, Duration::from_secs(3600)).await
+}
+
+async fn finish_for(
+    store: &Store,
+    key: &str,
+    resource: &str,
+    response: &StoredResponse,
+    payment: &Payment,
+    retention: Duration,
+) -> Committed {
+    let record =
+        RecordChange::Finish { key, resource_id: resource, fingerprint: Some("fp-restored"), response, retention };
+    store.commit(Commit { payment, record }).await.unwrap()
+}
+
+/// Frees `key` (as `owner`) together with the changed payment.
+async fn release(store: &Store, key: &str, resource: &str, owner: Option<&str>, payment: &Payment) -> Committed {
+    store.commit(Commit { payment, record: RecordChange::Release { key, resource_id: resource, owner } }).await.unwrap()
+}
+
+async fn put(store: &Store, payment: &Payment) -> Committed {
+    store.commit(Commit { payment, record: RecordChange::Keep }).await.unwrap()
+}
+
 /// Many requests at once, four per key: each key is claimed by exactly one, every change is kept
 /// (the embedded store commits such bursts together), and each winner's answer replays.
 async fn concurrent_claims(store: &Store) {
@@ -63,8 +102,8 @@ async fn concurrent_claims(store: &Store) {
             let pay = payment(&format!("pay_{tag}_burst_{i}"), "m9", &key);
             let claimed = store.claim(claim(&key, "fp-burst", &pay.id, Some(&pay))).await.unwrap();
             if claimed == Claim::Fresh {
-                let settled = Payment { status: PaymentStatus::Succeeded, ..pay.clone() };
-                store.finish(&key, &pay.id, &answer(201), Duration::from_secs(3600), Some(&settled)).await.unwrap();
+                let settled = bumped(&pay, |p| p.status = PaymentStatus::Succeeded);
+                assert_eq!(finish(&store, &key, &pay.id, &answer(201), &settled).await, Committed::Written);
             }
             (key, pay.id, claimed)
         }));
@@ -106,10 +145,11 @@ async fn contract(store: Store) {
     assert_eq!(store.claim(claim("m1:payment:a", "fp-b", "pay_other", None)).await.unwrap(), Claim::Mismatch, "{tag}");
 
     // Finished: replayed, and the payment is updated in the same step.
-    let mut done = p1.clone();
-    done.status = PaymentStatus::Succeeded;
-    done.reconcile_after = None;
-    store.finish("m1:payment:a", &p1.id, &answer(201), Duration::from_secs(3600), Some(&done)).await.unwrap();
+    let done = bumped(&p1, |p| {
+        p.status = PaymentStatus::Succeeded;
+        p.reconcile_after = None;
+    });
+    assert_eq!(finish(&store, "m1:payment:a", &p1.id, &answer(201), &done).await, Committed::Written, "{tag}");
     assert_eq!(
         store.claim(claim("m1:payment:a", "fp-a", "x", None)).await.unwrap(),
         Claim::Replay(answer(201)),
@@ -117,7 +157,7 @@ async fn contract(store: Store) {
     );
     assert_eq!(store.get_payment(&p1.id).await.unwrap().unwrap().status, PaymentStatus::Succeeded);
     // A final answer is never released.
-    store.release("m1:payment:a", &p1.id, None, None).await.unwrap();
+    release(&store, "m1:payment:a", &p1.id, None, &bumped(&done, |_| {})).await;
     assert_eq!(
         store.claim(claim("m1:payment:a", "fp-a", "x", None)).await.unwrap(),
         Claim::Replay(answer(201)),
@@ -127,27 +167,30 @@ async fn contract(store: Store) {
     // Release frees an in-flight key, but only for the resource that holds it.
     let p2 = payment(&format!("pay_{tag}_2"), "m1", "o2");
     store.claim(claim("m1:payment:b", "fp-b", &p2.id, Some(&p2))).await.unwrap();
-    store.release("m1:payment:b", "pay_someone_else", Some("test-owner"), None).await.unwrap();
+    let stranger = payment(&format!("pay_{tag}_stranger"), "m6", "o9");
+    release(&store, "m1:payment:b", &stranger.id, Some("test-owner"), &stranger).await;
     assert!(
         matches!(store.claim(claim("m1:payment:b", "fp-b", "y", None)).await.unwrap(), Claim::InUse { .. }),
         "{tag}"
     );
-    let mut failed = p2.clone();
-    failed.status = PaymentStatus::Failed;
-    failed.reconcile_after = None;
+    let failed = bumped(&p2, |p| {
+        p.status = PaymentStatus::Failed;
+        p.reconcile_after = None;
+    });
     // Never from under a live lease: not by the reconciler, nor by another request.
-    assert!(!store.release("m1:payment:b", &p2.id, None, Some(&failed)).await.unwrap(), "{tag}");
-    assert!(!store.release("m1:payment:b", &p2.id, Some("someone-else"), Some(&failed)).await.unwrap(), "{tag}");
+    assert_eq!(release(&store, "m1:payment:b", &p2.id, None, &failed).await, Committed::Refused, "{tag}");
+    assert_eq!(release(&store, "m1:payment:b", &p2.id, Some("someone-else"), &failed).await, Committed::Refused);
     assert_eq!(store.get_payment(&p2.id).await.unwrap().unwrap().status, PaymentStatus::Processing, "{tag}: untouched");
     // The lease holder may.
-    assert!(store.release("m1:payment:b", &p2.id, Some("test-owner"), Some(&failed)).await.unwrap(), "{tag}");
+    assert_eq!(release(&store, "m1:payment:b", &p2.id, Some("test-owner"), &failed).await, Committed::Written);
     assert_eq!(store.get_payment(&p2.id).await.unwrap().unwrap().status, PaymentStatus::Failed);
     let p3 = payment(&format!("pay_{tag}_3"), "m1", "o2");
     assert_eq!(store.claim(claim("m1:payment:b", "fp-b", &p3.id, Some(&p3))).await.unwrap(), Claim::Fresh, "{tag}");
 
     // A stored 202 (processing) can still be released.
-    store.finish("m1:payment:b", &p3.id, &answer(202), Duration::from_secs(3600), None).await.unwrap();
-    store.release("m1:payment:b", &p3.id, None, None).await.unwrap();
+    let p3_waiting = bumped(&p3, |_| {});
+    finish(&store, "m1:payment:b", &p3.id, &answer(202), &p3_waiting).await;
+    release(&store, "m1:payment:b", &p3.id, None, &bumped(&p3_waiting, |_| {})).await;
     assert_eq!(store.record("m1:payment:b").await.unwrap(), None, "{tag}");
 
     // An expired lease is taken over, naming the payment to finish.
@@ -163,18 +206,22 @@ async fn contract(store: Store) {
     .await;
     assert_eq!(taken, p4.id, "{tag}");
     // Once a lease has expired, the reconciler may release the key.
-    let short = ClaimRequest { lease: Duration::from_millis(50), ..claim("m1:payment:d", "fp-d", "pay_d", None) };
+    let pd = payment(&format!("pay_{tag}_d"), "m9", "od");
+    let short = ClaimRequest { lease: Duration::from_millis(50), ..claim("m1:payment:d", "fp-d", &pd.id, Some(&pd)) };
     assert_eq!(store.claim(short).await.unwrap(), Claim::Fresh);
+    let pd_failed = bumped(&pd, |p| p.status = PaymentStatus::Failed);
     wait_for("the lease to expire", Duration::from_secs(5), || async {
-        store.release("m1:payment:d", "pay_d", None, None).await.unwrap().then_some(())
+        (release(&store, "m1:payment:d", &pd.id, None, &pd_failed).await == Committed::Written).then_some(())
     })
     .await;
     assert_eq!(store.record("m1:payment:d").await.unwrap(), None, "{tag}");
 
     // Keys of another merchant are other keys; records expire after the retention period.
-    let other = ClaimRequest { retention: Duration::from_millis(100), ..claim("m2:payment:a", "fp-a", "pay_m2", None) };
+    let pm2 = payment(&format!("pay_{tag}_m2"), "m8", "om2");
+    let other =
+        ClaimRequest { retention: Duration::from_millis(100), ..claim("m2:payment:a", "fp-a", &pm2.id, Some(&pm2)) };
     assert_eq!(store.claim(other).await.unwrap(), Claim::Fresh, "{tag}");
-    store.finish("m2:payment:a", "pay_m2", &answer(201), Duration::from_millis(100), None).await.unwrap();
+    finish_for(&store, "m2:payment:a", &pm2.id, &answer(201), &bumped(&pm2, |_| {}), Duration::from_millis(100)).await;
     wait_for("the record to expire", Duration::from_secs(5), || async {
         (store.claim(claim("m2:payment:a", "fp-z", "pay_m2b", None)).await.unwrap() == Claim::Fresh).then_some(())
     })
@@ -204,33 +251,87 @@ async fn contract(store: Store) {
     );
 
     // The reconciler's view: processing payments once due, oldest first, and no others.
-    let mut due_now = p4.clone();
-    due_now.reconcile_after = Some(Utc::now() - Duration::from_secs(1));
-    store.put_payment(&due_now).await.unwrap();
+    let p4_stored = store.get_payment(&p4.id).await.unwrap().unwrap();
+    let due_now = bumped(&p4_stored, |p| p.reconcile_after = Some(Utc::now() - Duration::from_secs(1)));
+    assert_eq!(put(&store, &due_now).await, Committed::Written, "{tag}");
     let due: Vec<String> =
         store.due_payments(payment_api::store::now_ms(), 10).await.unwrap().into_iter().map(|p| p.id).collect();
     assert_eq!(due, std::slice::from_ref(&p4.id), "{tag}");
 
-    // A refund is applied once, atomically, and updates the status.
-    let mut paid = p1.clone();
-    paid.status = PaymentStatus::Succeeded;
-    paid.reconcile_after = None;
-    store.put_payment(&paid).await.unwrap();
-    let refund = Refund {
-        id: "re_1".into(),
-        object: "refund".into(),
-        payment_id: p1.id.clone(),
-        amount: 400,
-        status: "succeeded".into(),
-        bank_refund_id: None,
-        created_at: Utc::now(),
-    };
-    for _ in 0..2 {
-        let updated = store.apply_refund(&p1.id, &refund).await.unwrap().unwrap();
-        assert_eq!((updated.refunded_amount, updated.status), (400, PaymentStatus::PartiallyRefunded), "{tag}");
+    // A change is written only over the version it was derived from: the loser of a race gets the
+    // winner's payment back and nothing of its own is written.
+    let paid = store.get_payment(&p1.id).await.unwrap().unwrap();
+    let first = paid.apply(&refund_change("re_1", 400), Utc::now()).unwrap();
+    let second = paid.apply(&refund_change("re_2", 300), Utc::now()).unwrap();
+    assert_eq!(put(&store, &first).await, Committed::Written, "{tag}");
+    match put(&store, &second).await {
+        Committed::Conflict(Some(current)) => {
+            assert_eq!(*current, first, "{tag}: the conflict hands back the payment as it is now");
+            let retried = current.apply(&refund_change("re_2", 300), Utc::now()).unwrap();
+            assert_eq!(put(&store, &retried).await, Committed::Written, "{tag}");
+        }
+        other => panic!("{tag}: a stale write must conflict, not {other:?}"),
     }
-    assert_eq!(store.apply_refund("pay_missing", &refund).await.unwrap(), None);
+    let both = store.get_payment(&p1.id).await.unwrap().unwrap();
+    assert_eq!(both.refunds.len(), 2, "{tag}: no update lost");
+    assert_eq!(both.refundable(), 300, "{tag}: both holds count");
+    // A refund is held only while the payment has that much left.
+    assert!(both.apply(&refund_change("re_3", 301), Utc::now()).is_err(), "{tag}");
+    // A payment is due for the reconciler while a refund is pending, and not once none is.
+    let due: Vec<String> = store
+        .due_payments(payment_api::store::now_ms() + 3_600_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert!(due.contains(&p1.id), "{tag}: pending refunds are due: {due:?}");
+    let read_version = both.version;
+    let mut settled = both;
+    for id in ["re_1", "re_2"] {
+        settled = settled.apply(&Change::RefundSucceeded { id: id.into() }, Utc::now()).unwrap();
+    }
+    settled.version = read_version + 1;
+    assert_eq!(put(&store, &settled).await, Committed::Written);
+    let settled = store.get_payment(&p1.id).await.unwrap().unwrap();
+    assert_eq!((settled.refunded_amount, settled.status), (700, PaymentStatus::PartiallyRefunded), "{tag}");
+    let due: Vec<String> = store
+        .due_payments(payment_api::store::now_ms() + 3_600_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert!(!due.contains(&p1.id), "{tag}: nothing pending: {due:?}");
+
+    // A store that lost a payment and its record gets both back from the next finish.
+    let lost = payment(&format!("pay_{tag}_lost"), "m7", "o-lost");
+    let restored = bumped(&bumped(&lost, |_| {}), |p| p.status = PaymentStatus::Succeeded);
+    assert_eq!(finish(&store, "m7:payment:lost", &lost.id, &answer(201), &restored).await, Committed::Written);
+    assert_eq!(store.get_payment(&lost.id).await.unwrap().unwrap().status, PaymentStatus::Succeeded, "{tag}");
+    assert_eq!(
+        store.claim(claim("m7:payment:lost", "fp-restored", "x", None)).await.unwrap(),
+        Claim::Replay(answer(201)),
+        "{tag}"
+    );
+    let listed = store.list_payments("m7", &PaymentFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(listed.payments.len(), 1, "{tag}: and it is listed again");
+    // But never over a record that another payment holds now.
+    let other = payment(&format!("pay_{tag}_other"), "m7", "o-other");
+    let late = bumped(&other, |p| p.status = PaymentStatus::Succeeded);
+    assert_eq!(finish(&store, "m7:payment:lost", &other.id, &answer(201), &late).await, Committed::Superseded);
+    assert_eq!(store.get_payment(&other.id).await.unwrap(), None, "{tag}: nothing written");
     store.ping().await.unwrap();
+}
+
+fn refund_change(id: &str, amount: i64) -> Change {
+    Change::ReserveRefund {
+        id: id.into(),
+        amount: Some(amount),
+        idempotency_key: format!("key-{id}"),
+        at: Utc::now(),
+        lease: chrono::Duration::seconds(30),
+    }
 }
 
 #[tokio::test]

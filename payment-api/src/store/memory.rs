@@ -3,13 +3,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use super::{
-    Claim, ClaimRequest, IdempotencyRecord, PaymentFilter, PaymentPage, RecordState, Release, StoredResponse,
-    created_micros, decide_claim, decide_release, due_ms, matches, now_ms,
+    Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, PaymentFilter, PaymentPage, RecordChange, RecordWrite,
+    created_micros, decide_claim, decide_commit, due_ms, matches, now_ms,
 };
-use crate::model::{Payment, Refund};
+use crate::model::Payment;
 
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
@@ -60,51 +59,28 @@ impl MemoryStore {
         Ok(claim)
     }
 
-    pub fn finish(
-        &self,
-        key: &str,
-        resource_id: &str,
-        response: &StoredResponse,
-        retention: Duration,
-        payment: Option<&Payment>,
-    ) -> Result<(), super::StoreError> {
+    pub fn commit(&self, commit: Commit<'_>) -> Result<Committed, super::StoreError> {
         let mut state = self.lock();
-        if let Some(record) = state.records.get_mut(key)
-            && record.resource_id == resource_id
-        {
-            record.state = RecordState::Done { response: response.clone() };
-            record.expires_at_ms = now_ms() + retention.as_millis() as i64;
+        let key = commit.record.key();
+        let record = key.and_then(|key| state.records.get(key));
+        let stored = state.payments.get(&commit.payment.id);
+        let plan = decide_commit(record, stored.map(|p| p.version), &commit, now_ms());
+        if let Committed::Conflict(_) = plan.outcome {
+            return Ok(Committed::Conflict(stored.cloned().map(Box::new)));
         }
-        if let Some(payment) = payment {
-            state.put_payment(payment);
-        }
-        Ok(())
-    }
-
-    pub fn release(
-        &self,
-        key: &str,
-        resource_id: &str,
-        owner: Option<&str>,
-        payment: Option<&Payment>,
-    ) -> Result<bool, super::StoreError> {
-        let mut state = self.lock();
-        match decide_release(state.records.get(key), resource_id, owner, now_ms()) {
-            Release::Refuse => return Ok(false),
-            Release::Delete => {
+        match (plan.record, commit.record) {
+            (RecordWrite::Put(record), RecordChange::Finish { key, .. }) => {
+                state.records.insert(key.to_owned(), record);
+            }
+            (RecordWrite::Delete, RecordChange::Release { key, .. }) => {
                 state.records.remove(key);
             }
-            Release::Keep => {}
+            _ => {}
         }
-        if let Some(payment) = payment {
-            state.put_payment(payment);
+        if plan.write_payment {
+            state.put_payment(commit.payment);
         }
-        Ok(true)
-    }
-
-    pub fn put_payment(&self, payment: &Payment) -> Result<(), super::StoreError> {
-        self.lock().put_payment(payment);
-        Ok(())
+        Ok(plan.outcome)
     }
 
     pub fn get_payment(&self, id: &str) -> Option<Payment> {
@@ -146,14 +122,6 @@ impl MemoryStore {
             .filter_map(|(_, id)| state.payments.get(id).cloned())
             .take(limit)
             .collect()
-    }
-
-    pub fn apply_refund(&self, payment_id: &str, refund: &Refund) -> Option<Payment> {
-        let mut state = self.lock();
-        let mut payment = state.payments.get(payment_id)?.clone();
-        payment.apply_refund(refund.clone());
-        state.put_payment(&payment);
-        Some(payment)
     }
 
     pub fn record(&self, key: &str) -> Option<IdempotencyRecord> {

@@ -3,14 +3,23 @@
 //! is answered) and `redis://` (shared by many gateway instances; every multi-key step is one
 //! Lua script, so it is atomic).
 //!
-//! The idempotency protocol:
-//! - [`Store::claim`] atomically creates the key's record (in flight, leased to this request) and
-//!   the new payment, or reports what is already there: a finished answer to replay, a different
-//!   request (mismatch), a live lease (in use), or an expired lease, which the caller takes over
-//!   to finish the crashed holder's payment under the same payment id (and so the same bank key).
-//! - [`Store::finish`] stores the answer to replay and the updated payment together.
-//! - [`Store::release`] deletes the record when the bank surely did not charge, so the client
-//!   may retry with the same key, and stores the failed payment.
+//! Two operations change things, and their rules are written once, here, as pure functions the
+//! backends run inside their atomic step (Redis runs the same rules in Lua):
+//! - [`Store::claim`] ([`decide_claim`]) atomically creates the key's record (in flight, leased to
+//!   this request) and the new payment, or reports what is already there: a finished answer to
+//!   replay, a different request (mismatch), a live lease (in use), or an expired lease, which the
+//!   caller takes over to finish the crashed holder's payment under the same payment id (and so
+//!   the same bank key).
+//! - [`Store::commit`] ([`decide_commit`]) writes a changed payment over the version it was
+//!   derived from, together with what happens to the idempotency record: the answer to replay
+//!   stored, or the key released (only when the bank surely did nothing, and never from under a
+//!   live request, [`decide_release`]). When another change won the race, nothing is written and
+//!   the current payment comes back, so the caller applies its change to that one again: no change
+//!   to a payment is ever lost, whichever order they land in.
+//!
+//! A store that lost its data (a Redis without persistence that restarted) loses records and
+//! payments, never the bank's charges: a commit that finds its record and payment gone writes them
+//! back, and a client's retry reaches the bank under the same bank key (see `Payment::bank_key`).
 
 pub mod memory;
 pub mod redb;
@@ -20,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Payment, PaymentStatus, Refund};
+use crate::model::{Payment, PaymentStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -54,39 +63,6 @@ impl IdempotencyRecord {
     /// may still be released when the bank turns out not to have charged.
     pub fn is_final(&self) -> bool {
         matches!(&self.state, RecordState::Done { response } if response.status != 202)
-    }
-}
-
-/// What [`Store::release`] decides about an existing record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Release {
-    /// Delete the record and store the payment.
-    Delete,
-    /// The record is not this resource's (or is gone): store the payment, leave the record.
-    Keep,
-    /// A live request holds the key (a takeover after a crash): change nothing; it will finish.
-    Refuse,
-}
-
-/// The release rule, shared by the backends that run it in Rust (Redis runs it in Lua): a record
-/// is deleted only by the request holding its lease, once its lease has expired, or when it holds
-/// a stored 202; never from under a live request, which would let a retry charge a second time.
-pub fn decide_release(
-    existing: Option<&IdempotencyRecord>,
-    resource_id: &str,
-    owner: Option<&str>,
-    now_ms: i64,
-) -> Release {
-    match existing {
-        Some(record) if record.resource_id == resource_id && !record.is_final() => match &record.state {
-            RecordState::InFlight { owner: holder, lease_until_ms }
-                if *lease_until_ms > now_ms && owner != Some(holder.as_str()) =>
-            {
-                Release::Refuse
-            }
-            _ => Release::Delete,
-        },
-        _ => Release::Keep,
     }
 }
 
@@ -126,6 +102,155 @@ pub enum Claim {
     Mismatch,
 }
 
+/// A changed payment to write, and what happens to an idempotency record in the same step.
+#[derive(Debug, Clone, Copy)]
+pub struct Commit<'a> {
+    /// The payment as changed; its `version` is one more than the version it was derived from,
+    /// which must still be the stored one.
+    pub payment: &'a Payment,
+    pub record: RecordChange<'a>,
+}
+
+/// What a [`Commit`] does to an idempotency record.
+#[derive(Debug, Clone, Copy)]
+pub enum RecordChange<'a> {
+    /// Nothing: only the payment changes.
+    Keep,
+    /// Store the answer to replay under `key`, if the record is still `resource_id`'s. A record
+    /// that is gone (a store that lost its data) is written again from `fingerprint`, when the
+    /// caller knows it (the reconciler does not).
+    Finish {
+        key: &'a str,
+        resource_id: &'a str,
+        fingerprint: Option<&'a str>,
+        response: &'a StoredResponse,
+        retention: Duration,
+    },
+    /// The bank surely did nothing: free `key` for a retry, following [`decide_release`]. `owner`
+    /// is the lease holder asking (`None` for the reconciler).
+    Release { key: &'a str, resource_id: &'a str, owner: Option<&'a str> },
+}
+
+impl RecordChange<'_> {
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            RecordChange::Keep => None,
+            RecordChange::Finish { key, .. } | RecordChange::Release { key, .. } => Some(key),
+        }
+    }
+}
+
+/// What [`Store::commit`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// The payment and the record change were written together.
+    Written,
+    /// The payment changed since it was read; nothing was written. Here it is as it is now
+    /// (`None` if it is gone): apply the change to it again.
+    Conflict(Option<Box<Payment>>),
+    /// A live request holds the key, so it was not released; nothing was written.
+    Refused,
+    /// The key's record belongs to another payment or refund (a retry created it after this
+    /// one's record was lost); nothing was written.
+    Superseded,
+}
+
+/// What [`Store::release`]'s rule decides about an existing record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Delete the record and store the payment.
+    Delete,
+    /// The record is not this resource's (or is gone): store the payment, leave the record.
+    Keep,
+    /// A live request holds the key (a takeover after a crash): change nothing; it will finish.
+    Refuse,
+}
+
+/// The release rule: a record is deleted only by the request holding its lease, once its lease
+/// has expired, or when it holds a stored 202; never from under a live request, which would let
+/// a retry charge a second time.
+pub fn decide_release(
+    existing: Option<&IdempotencyRecord>,
+    resource_id: &str,
+    owner: Option<&str>,
+    now_ms: i64,
+) -> Release {
+    match existing {
+        Some(record) if record.resource_id == resource_id && !record.is_final() => match &record.state {
+            RecordState::InFlight { owner: holder, lease_until_ms }
+                if *lease_until_ms > now_ms && owner != Some(holder.as_str()) =>
+            {
+                Release::Refuse
+            }
+            _ => Release::Delete,
+        },
+        _ => Release::Keep,
+    }
+}
+
+/// What a backend must do to carry out a commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommitPlan {
+    pub outcome: Committed,
+    pub record: RecordWrite,
+    /// Write the payment (and keep its indexes in step).
+    pub write_payment: bool,
+}
+
+/// The record's part of a [`CommitPlan`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordWrite {
+    Leave,
+    Put(IdempotencyRecord),
+    Delete,
+}
+
+impl CommitPlan {
+    fn nothing(outcome: Committed) -> Self {
+        Self { outcome, record: RecordWrite::Leave, write_payment: false }
+    }
+}
+
+/// The commit rule. `stored_version` is the stored payment's version (`None`: no such payment, as
+/// after a store lost its data, and then the payment is written back). The record rule comes
+/// first: a refused release or a record that belongs to another resource writes nothing. Then
+/// the version: the payment is written only over the version it was derived from.
+/// The caller fills in `Conflict`'s payment.
+pub fn decide_commit(
+    record: Option<&IdempotencyRecord>,
+    stored_version: Option<u64>,
+    commit: &Commit<'_>,
+    now_ms: i64,
+) -> CommitPlan {
+    let record = record.filter(|r| r.expires_at_ms > now_ms);
+    let record_write = match commit.record {
+        RecordChange::Keep => RecordWrite::Leave,
+        RecordChange::Finish { resource_id, fingerprint, response, retention, .. } => {
+            if record.is_some_and(|r| r.resource_id != resource_id) {
+                return CommitPlan::nothing(Committed::Superseded);
+            }
+            match record.map(|r| r.fingerprint.as_str()).or(fingerprint) {
+                Some(fingerprint) => RecordWrite::Put(IdempotencyRecord {
+                    fingerprint: fingerprint.to_owned(),
+                    resource_id: resource_id.to_owned(),
+                    state: RecordState::Done { response: response.clone() },
+                    expires_at_ms: now_ms + retention.as_millis() as i64,
+                }),
+                None => RecordWrite::Leave,
+            }
+        }
+        RecordChange::Release { resource_id, owner, .. } => match decide_release(record, resource_id, owner, now_ms) {
+            Release::Refuse => return CommitPlan::nothing(Committed::Refused),
+            Release::Delete => RecordWrite::Delete,
+            Release::Keep => RecordWrite::Leave,
+        },
+    };
+    match stored_version {
+        Some(version) if version + 1 != commit.payment.version => CommitPlan::nothing(Committed::Conflict(None)),
+        _ => CommitPlan { outcome: Committed::Written, record: record_write, write_payment: true },
+    }
+}
+
 /// Filters of `GET /v1/payments`.
 #[derive(Debug, Clone, Default)]
 pub struct PaymentFilter {
@@ -151,8 +276,7 @@ pub fn scoped_key(merchant: &str, kind: &str, key: &str) -> String {
     format!("{merchant}:{kind}:{key}")
 }
 
-/// The claim rules, shared by the backends that run them in Rust (Redis runs the same rules in
-/// Lua). Returns the answer and, when the record must change, its new value.
+/// The claim rules. Returns the answer and, when the record must change, its new value.
 pub fn decide_claim(
     existing: Option<&IdempotencyRecord>,
     request: &ClaimRequest<'_>,
@@ -191,9 +315,10 @@ pub fn created_micros(payment: &Payment) -> i64 {
     payment.created_at.timestamp_micros()
 }
 
-/// When a processing payment is due for the reconciler, in milliseconds since the epoch.
+/// When a payment is due for the reconciler, in milliseconds since the epoch (see
+/// `Payment::due_at`).
 pub fn due_ms(payment: &Payment) -> Option<i64> {
-    (payment.status == PaymentStatus::Processing).then(|| payment.reconcile_after.map_or(0, |at| at.timestamp_millis()))
+    payment.due_at().map(|at| at.timestamp_millis())
 }
 
 fn matches(payment: &Payment, filter: &PaymentFilter) -> bool {
@@ -239,44 +364,13 @@ impl Store {
         }
     }
 
-    /// Stores the answer under `key` (if the record still belongs to `resource_id`) and the payment.
-    pub async fn finish(
-        &self,
-        key: &str,
-        resource_id: &str,
-        response: &StoredResponse,
-        retention: Duration,
-        payment: Option<&Payment>,
-    ) -> Result<(), StoreError> {
+    /// Writes a changed payment and its record change in one atomic step, following
+    /// [`decide_commit`].
+    pub async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
         match self {
-            Store::Memory(s) => s.finish(key, resource_id, response, retention, payment),
-            Store::Redb(s) => s.finish(key, resource_id, response, retention, payment).await,
-            Store::Redis(s) => s.finish(key, resource_id, response, retention, payment).await,
-        }
-    }
-
-    /// Frees `key` when the bank surely did not charge, and stores the (failed) payment, following
-    /// [`decide_release`]: `owner` is the lease holder asking (`None` for the reconciler). Returns
-    /// false, changing nothing, when a live request holds the key.
-    pub async fn release(
-        &self,
-        key: &str,
-        resource_id: &str,
-        owner: Option<&str>,
-        payment: Option<&Payment>,
-    ) -> Result<bool, StoreError> {
-        match self {
-            Store::Memory(s) => s.release(key, resource_id, owner, payment),
-            Store::Redb(s) => s.release(key, resource_id, owner, payment).await,
-            Store::Redis(s) => s.release(key, resource_id, owner, payment).await,
-        }
-    }
-
-    pub async fn put_payment(&self, payment: &Payment) -> Result<(), StoreError> {
-        match self {
-            Store::Memory(s) => s.put_payment(payment),
-            Store::Redb(s) => s.put_payment(payment).await,
-            Store::Redis(s) => s.put_payment(payment).await,
+            Store::Memory(s) => s.commit(commit),
+            Store::Redb(s) => s.commit(commit).await,
+            Store::Redis(s) => s.commit(commit).await,
         }
     }
 
@@ -296,7 +390,8 @@ impl Store {
         }
     }
 
-    /// Processing payments whose `reconcile_after` has passed, oldest due first.
+    /// Payments due for the reconciler (processing, or with a pending refund) whose
+    /// `reconcile_after` has passed, oldest due first.
     pub async fn due_payments(&self, now_ms: i64, limit: usize) -> Result<Vec<Payment>, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.due_payments(now_ms, limit)),
@@ -305,16 +400,7 @@ impl Store {
         }
     }
 
-    /// Adds a refund to a payment atomically (once per refund id); returns the updated payment.
-    pub async fn apply_refund(&self, payment_id: &str, refund: &Refund) -> Result<Option<Payment>, StoreError> {
-        match self {
-            Store::Memory(s) => Ok(s.apply_refund(payment_id, refund)),
-            Store::Redb(s) => s.apply_refund(payment_id, refund).await,
-            Store::Redis(s) => s.apply_refund(payment_id, refund).await,
-        }
-    }
-
-    /// Reads the record under a key (for tests and diagnostics).
+    /// Reads the record under a key.
     pub async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         match self {
             Store::Memory(s) => Ok(s.record(key)),
@@ -330,5 +416,69 @@ impl Store {
             Store::Redb(s) => s.ping().await,
             Store::Redis(s) => s.ping().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(resource: &str, state: RecordState) -> IdempotencyRecord {
+        IdempotencyRecord { fingerprint: "fp".into(), resource_id: resource.into(), state, expires_at_ms: 10_000 }
+    }
+
+    fn payment(version: u64) -> Payment {
+        serde_json::from_value(serde_json::json!({
+            "id": "pay_1", "version": version, "status": "succeeded", "amount": 100, "currency": "USD",
+            "order_id": null, "description": null, "metadata": {}, "card": {"brand": "visa", "last4": "4242"},
+            "decline_code": null, "failure_reason": null, "bank_charge_id": null, "attempts": 1,
+            "refunded_amount": 0, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "merchant_id": "m", "idempotency_key": "k", "reconcile_after": null
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_commit_writes_only_over_the_version_it_was_derived_from() {
+        let next = payment(4);
+        let commit = Commit { payment: &next, record: RecordChange::Keep };
+        assert_eq!(decide_commit(None, Some(3), &commit, 0).outcome, Committed::Written);
+        assert_eq!(decide_commit(None, Some(4), &commit, 0).outcome, Committed::Conflict(None), "a newer one won");
+        assert_eq!(decide_commit(None, Some(2), &commit, 0).outcome, Committed::Conflict(None));
+        assert!(decide_commit(None, None, &commit, 0).write_payment, "a lost payment is written back");
+    }
+
+    #[test]
+    fn a_finish_writes_its_answer_even_over_a_lost_record_but_never_over_another_resource() {
+        let next = payment(2);
+        let response = StoredResponse { status: 201, body: "{}".into() };
+        let finish = RecordChange::Finish {
+            key: "k",
+            resource_id: "pay_1",
+            fingerprint: Some("fp-new"),
+            response: &response,
+            retention: Duration::from_secs(10),
+        };
+        let commit = Commit { payment: &next, record: finish };
+        let ours = record("pay_1", RecordState::InFlight { owner: "o".into(), lease_until_ms: 5_000 });
+        let plan = decide_commit(Some(&ours), Some(1), &commit, 0);
+        assert!(matches!(&plan.record, RecordWrite::Put(r) if r.fingerprint == "fp" && r.is_final()));
+        let plan = decide_commit(None, None, &commit, 0);
+        assert!(matches!(&plan.record, RecordWrite::Put(r) if r.fingerprint == "fp-new"), "restored");
+        let theirs = record("pay_2", RecordState::InFlight { owner: "o".into(), lease_until_ms: 5_000 });
+        assert_eq!(decide_commit(Some(&theirs), Some(1), &commit, 0), CommitPlan::nothing(Committed::Superseded));
+    }
+
+    #[test]
+    fn a_release_never_frees_a_key_under_a_live_lease_and_then_writes_nothing() {
+        let next = payment(2);
+        let release = RecordChange::Release { key: "k", resource_id: "pay_1", owner: None };
+        let commit = Commit { payment: &next, record: release };
+        let live = record("pay_1", RecordState::InFlight { owner: "o".into(), lease_until_ms: 5_000 });
+        assert_eq!(decide_commit(Some(&live), Some(1), &commit, 0), CommitPlan::nothing(Committed::Refused));
+        let plan = decide_commit(Some(&live), Some(1), &commit, 6_000);
+        assert_eq!((plan.record, plan.write_payment), (RecordWrite::Delete, true), "once the lease ran out");
+        let done = record("pay_1", RecordState::Done { response: StoredResponse { status: 201, body: "{}".into() } });
+        assert_eq!(decide_commit(Some(&done), Some(1), &commit, 0).record, RecordWrite::Leave, "a final answer stays");
     }
 }

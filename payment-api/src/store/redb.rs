@@ -18,10 +18,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Claim, ClaimRequest, IdempotencyRecord, PaymentFilter, PaymentPage, RecordState, Release, StoreError,
-    StoredResponse, created_micros, decide_claim, decide_release, due_ms, matches, now_ms,
+    Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, PaymentFilter, PaymentPage, RecordChange, RecordWrite,
+    StoreError, created_micros, decide_claim, decide_commit, due_ms, matches, now_ms,
 };
-use crate::model::{Payment, Refund};
+use crate::model::Payment;
 
 const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("idempotency_records");
 const PAYMENTS: TableDefinition<&str, &str> = TableDefinition::new("payments");
@@ -33,6 +33,9 @@ const DUE: TableDefinition<&str, ()> = TableDefinition::new("payments_due");
 /// payment, without reading its JSON. Payments written before this table have no entry.
 const DUE_OF: TableDefinition<&str, i64> = TableDefinition::new("payments_due_of");
 const NOT_DUE: i64 = i64::MIN;
+/// id → the payment's version, so a commit checks it without reading the payment's JSON.
+/// Payments written before this table have no entry; their JSON tells.
+const VERSIONS: TableDefinition<&str, u64> = TableDefinition::new("payment_versions");
 
 /// The most changes one transaction takes.
 const MAX_BATCH: usize = 256;
@@ -175,7 +178,23 @@ fn put_payment(txn: &WriteTransaction, payment: &Payment) -> Result<(), StoreErr
         let key = merchant_key(&payment.merchant_id, created_micros(payment), &payment.id);
         by_merchant.insert(key.as_str(), ()).map_err(unavailable)?;
     }
+    txn.open_table(VERSIONS).map_err(unavailable)?.insert(payment.id.as_str(), payment.version).map_err(unavailable)?;
     Ok(())
+}
+
+fn read_payment(txn: &WriteTransaction, id: &str) -> Result<Option<Payment>, StoreError> {
+    let payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
+    let raw = payments.get(id).map_err(unavailable)?;
+    raw.map(|raw| serde_json::from_str(raw.value()).map_err(corrupt)).transpose()
+}
+
+/// The stored payment's version, from the small table when it has the payment.
+fn stored_version(txn: &WriteTransaction, id: &str) -> Result<Option<u64>, StoreError> {
+    let known = txn.open_table(VERSIONS).map_err(unavailable)?.get(id).map_err(unavailable)?.map(|v| v.value());
+    match known {
+        Some(version) => Ok(Some(version)),
+        None => Ok(read_payment(txn, id)?.map(|p| p.version)),
+    }
 }
 
 fn read_record(txn: &WriteTransaction, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
@@ -207,6 +226,7 @@ impl RedbStore {
             txn.open_table(BY_MERCHANT).map_err(unavailable)?;
             txn.open_table(DUE).map_err(unavailable)?;
             txn.open_table(DUE_OF).map_err(unavailable)?;
+            txn.open_table(VERSIONS).map_err(unavailable)?;
             txn.commit().map_err(unavailable)?;
             Ok(Arc::new(db))
         })
@@ -279,61 +299,32 @@ impl RedbStore {
         .await
     }
 
-    pub async fn finish(
-        &self,
-        key: &str,
-        resource_id: &str,
-        response: &StoredResponse,
-        retention: Duration,
-        payment: Option<&Payment>,
-    ) -> Result<(), StoreError> {
-        let (key, resource_id, response, payment) =
-            (key.to_owned(), resource_id.to_owned(), response.clone(), payment.cloned());
+    pub async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
+        let payment = commit.payment.clone();
+        let record_change = OwnedRecordChange::of(&commit.record);
         self.write(move |txn| {
-            if let Some(mut record) = read_record(txn, &key)?
-                && record.resource_id == resource_id
-            {
-                record.state = RecordState::Done { response: response.clone() };
-                record.expires_at_ms = now_ms() + retention.as_millis() as i64;
-                write_record(txn, &key, &record)?;
+            let commit = Commit { payment: &payment, record: record_change.borrow() };
+            let record = match commit.record.key() {
+                Some(key) => read_record(txn, key)?,
+                None => None,
+            };
+            let plan = decide_commit(record.as_ref(), stored_version(txn, &payment.id)?, &commit, now_ms());
+            if let Committed::Conflict(_) = plan.outcome {
+                return Ok(Committed::Conflict(read_payment(txn, &payment.id)?.map(Box::new)));
             }
-            if let Some(payment) = &payment {
-                put_payment(txn, payment)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn release(
-        &self,
-        key: &str,
-        resource_id: &str,
-        owner: Option<&str>,
-        payment: Option<&Payment>,
-    ) -> Result<bool, StoreError> {
-        let (key, resource_id, owner, payment) =
-            (key.to_owned(), resource_id.to_owned(), owner.map(str::to_owned), payment.cloned());
-        self.write(move |txn| {
-            let existing = read_record(txn, &key)?;
-            match decide_release(existing.as_ref(), &resource_id, owner.as_deref(), now_ms()) {
-                Release::Refuse => return Ok(false),
-                Release::Delete => {
-                    txn.open_table(RECORDS).map_err(unavailable)?.remove(key.as_str()).map_err(unavailable)?;
+            match (&plan.record, commit.record) {
+                (RecordWrite::Put(record), RecordChange::Finish { key, .. }) => write_record(txn, key, record)?,
+                (RecordWrite::Delete, RecordChange::Release { key, .. }) => {
+                    txn.open_table(RECORDS).map_err(unavailable)?.remove(key).map_err(unavailable)?;
                 }
-                Release::Keep => {}
+                _ => {}
             }
-            if let Some(payment) = &payment {
-                put_payment(txn, payment)?;
+            if plan.write_payment {
+                put_payment(txn, &payment)?;
             }
-            Ok(true)
+            Ok(plan.outcome)
         })
         .await
-    }
-
-    pub async fn put_payment(&self, payment: &Payment) -> Result<(), StoreError> {
-        let payment = payment.clone();
-        self.write(move |txn| put_payment(txn, &payment)).await
     }
 
     pub async fn get_payment(&self, id: &str) -> Result<Option<Payment>, StoreError> {
@@ -405,23 +396,6 @@ impl RedbStore {
         .await
     }
 
-    pub async fn apply_refund(&self, payment_id: &str, refund: &Refund) -> Result<Option<Payment>, StoreError> {
-        let (payment_id, refund) = (payment_id.to_owned(), refund.clone());
-        self.write(move |txn| {
-            let raw = {
-                let payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
-                let raw = payments.get(payment_id.as_str()).map_err(unavailable)?;
-                raw.map(|raw| raw.value().to_owned())
-            };
-            let Some(raw) = raw else { return Ok(None) };
-            let mut payment: Payment = serde_json::from_str(&raw).map_err(corrupt)?;
-            payment.apply_refund(refund.clone());
-            put_payment(txn, &payment)?;
-            Ok(Some(payment))
-        })
-        .await
-    }
-
     pub async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let key = key.to_owned();
         self.read(move |txn| {
@@ -436,5 +410,58 @@ impl RedbStore {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|txn| txn.open_table(RECORDS).map(drop).map_err(unavailable)).await
+    }
+}
+
+/// A [`RecordChange`] that the writer thread can own.
+enum OwnedRecordChange {
+    Keep,
+    Finish {
+        key: String,
+        resource_id: String,
+        fingerprint: Option<String>,
+        response: super::StoredResponse,
+        retention: Duration,
+    },
+    Release {
+        key: String,
+        resource_id: String,
+        owner: Option<String>,
+    },
+}
+
+impl OwnedRecordChange {
+    fn of(change: &RecordChange<'_>) -> Self {
+        match *change {
+            RecordChange::Keep => Self::Keep,
+            RecordChange::Finish { key, resource_id, fingerprint, response, retention } => Self::Finish {
+                key: key.to_owned(),
+                resource_id: resource_id.to_owned(),
+                fingerprint: fingerprint.map(str::to_owned),
+                response: response.clone(),
+                retention,
+            },
+            RecordChange::Release { key, resource_id, owner } => Self::Release {
+                key: key.to_owned(),
+                resource_id: resource_id.to_owned(),
+                owner: owner.map(str::to_owned),
+            },
+        }
+    }
+
+    fn borrow(&self) -> RecordChange<'_> {
+        match self {
+            Self::Keep => RecordChange::Keep,
+            Self::Finish { key, resource_id, fingerprint, response, retention } => RecordChange::Finish {
+                key,
+                resource_id,
+                fingerprint: fingerprint.as_deref(),
+                response,
+                retention: *retention,
+            },
+            Self::Release { key, resource_id, owner } => {
+                RecordChange::Release { key, resource_id, owner: owner.as_deref() }
+            }
+        }
     }
 }

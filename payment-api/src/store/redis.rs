@@ -2,9 +2,12 @@
 //! than one key is one Lua script, so it is atomic, and lease times come from Redis's own clock
 //! (`TIME`), so instances with skewed clocks agree on when a lease expired.
 //!
-//! Keys: `rp:idem:<scoped key>` (the record, JSON, expiring after the retention period),
-//! `rp:pay:<id>` (the payment, JSON), `rp:merchant:<id>` (sorted set of payment ids by creation
-//! time) and `rp:due` (sorted set of processing payment ids by when they are due).
+//! Keys: `rp:idem:<scoped key>` (the record, a hash, expiring after the retention period),
+//! `rp:payment:<id>` (the payment: a hash of its `version` and its JSON, so that a script checks
+//! the version without decoding JSON), `rp:merchant:<id>` (sorted set of payment ids by creation
+//! time) and `rp:due` (sorted set of the ids of payments due for the reconciler, by when).
+//!
+//! The scripts take named arguments (`name, value, name, value, …`), read into a table `a`.
 
 use std::time::Duration;
 
@@ -12,14 +15,19 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::{
-    Claim, ClaimRequest, IdempotencyRecord, PaymentFilter, PaymentPage, RecordState, StoreError, StoredResponse,
-    created_micros, due_ms, matches,
+    Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, PaymentFilter, PaymentPage, RecordChange, RecordState,
+    StoreError, StoredResponse, created_micros, due_ms, matches,
 };
-use crate::model::{Payment, Refund};
+use crate::model::Payment;
 
+/// Reads the named arguments, and writes a payment keeping both indexes in step (`created_score`
+/// is '' when the payment is already in its merchant's index).
 const PUT_PAYMENT_FN: &str = r"
-local function put_payment(pay_key, merchant_key, due_key, id, json, created_score, due_score)
-  redis.call('SET', pay_key, json)
+local a = {}
+for i = 1, #ARGV, 2 do a[ARGV[i]] = ARGV[i + 1] end
+
+local function put_payment(pay_key, merchant_key, due_key, id, version, json, created_score, due_score)
+  redis.call('HSET', pay_key, 'v', version, 'json', json)
   if created_score ~= '' then
     redis.call('ZADD', merchant_key, created_score, id)
   end
@@ -62,58 +70,63 @@ end
 ";
 
 /// KEYS: record, payment, merchant index, due index.
-/// ARGV: fingerprint, owner, lease ms, retention ms, resource id, payment JSON or '', payment id,
-/// created score, due score or ''.
+/// Arguments: fingerprint, owner, lease_ms, retention_ms, resource_id; and for a new payment
+/// json, id, version, created, due ('' when not due).
 const CLAIM: &str = r"
 local now = now_ms()
 local record = load_record(KEYS[1])
 if not record then
-  redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'resource_id', ARGV[5], 'owner', ARGV[2],
-             'lease_until_ms', now + tonumber(ARGV[3]), 'done', '0', 'status', '0', 'body', '')
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  if ARGV[6] ~= '' then
-    put_payment(KEYS[2], KEYS[3], KEYS[4], ARGV[7], ARGV[6], ARGV[8], ARGV[9])
+  redis.call('HSET', KEYS[1], 'fingerprint', a.fingerprint, 'resource_id', a.resource_id, 'owner', a.owner,
+             'lease_until_ms', now + tonumber(a.lease_ms), 'done', '0', 'status', '0', 'body', '')
+  redis.call('PEXPIRE', KEYS[1], a.retention_ms)
+  if a.json then
+    put_payment(KEYS[2], KEYS[3], KEYS[4], a.id, a.version, a.json, a.created, a.due)
   end
   return {'fresh'}
 end
-if record.fingerprint ~= ARGV[1] then return {'mismatch'} end
+if record.fingerprint ~= a.fingerprint then return {'mismatch'} end
 if record.done then return {'replay', tostring(record.status), redis.call('HGET', KEYS[1], 'body')} end
 if record.lease_until_ms > now then return {'in_use', tostring(record.lease_until_ms - now)} end
-redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'lease_until_ms', now + tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'owner', a.owner, 'lease_until_ms', now + tonumber(a.lease_ms))
 return {'taken_over', record.resource_id}
 ";
 
-/// KEYS: record, payment, merchant index, due index.
-/// ARGV: resource id, status, body, retention ms, payment JSON or '', payment id, created score,
-/// due score or ''.
-const FINISH: &str = r"
-local record = load_record(KEYS[1])
-if record and record.resource_id == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'done', '1', 'status', ARGV[2], 'body', ARGV[3], 'lease_until_ms', '0')
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-end
-if ARGV[5] ~= '' then
-  put_payment(KEYS[2], KEYS[3], KEYS[4], ARGV[6], ARGV[5], ARGV[7], ARGV[8])
-end
-return 1
-";
-
-/// The release rule of `store::decide_release`, in Lua.
-/// KEYS: record, payment, merchant index, due index.
-/// ARGV: resource id, payment JSON or '', payment id, created score, due score or '', owner or ''.
-const RELEASE: &str = r"
-local record = load_record(KEYS[1])
-if record and record.resource_id == ARGV[1] and (not record.done or record.status == 202) then
-  local now = now_ms()
-  if not record.done and record.lease_until_ms > now and record.owner ~= ARGV[6] then
-    return 0
+/// The commit rule of `store::decide_commit`, in Lua.
+/// KEYS: record (a placeholder for `keep`), payment, merchant index, due index.
+/// Arguments: op (`keep`, `finish` or `release`); for finish: resource_id, fingerprint (only
+/// when the caller knows it), status, body, retention_ms; for release: resource_id, owner ('' for none); always: the payment's id,
+/// version, json, created and due ('' when not due).
+const COMMIT: &str = r"
+local record = nil
+if a.op ~= 'keep' then record = load_record(KEYS[1]) end
+local delete_record = false
+if a.op == 'finish' then
+  if record and record.resource_id ~= a.resource_id then return {'superseded'} end
+elseif a.op == 'release' then
+  if record and record.resource_id == a.resource_id and (not record.done or record.status == 202) then
+    if not record.done and record.lease_until_ms > now_ms() and record.owner ~= a.owner then
+      return {'refused'}
+    end
+    delete_record = true
   end
+end
+local stored = redis.call('HGET', KEYS[2], 'v')
+if stored and tonumber(stored) + 1 ~= tonumber(a.version) then
+  return {'conflict', redis.call('HGET', KEYS[2], 'json') or ''}
+end
+local fingerprint = a.fingerprint
+if record then fingerprint = record.fingerprint end
+if a.op == 'finish' and fingerprint then
+  redis.call('HSET', KEYS[1], 'fingerprint', fingerprint, 'resource_id', a.resource_id, 'owner', '',
+             'lease_until_ms', '0', 'done', '1', 'status', a.status, 'body', a.body)
+  redis.call('PEXPIRE', KEYS[1], a.retention_ms)
+elseif delete_record then
   redis.call('DEL', KEYS[1])
 end
-if ARGV[2] ~= '' then
-  put_payment(KEYS[2], KEYS[3], KEYS[4], ARGV[3], ARGV[2], ARGV[4], ARGV[5])
-end
-return 1
+local created = ''
+if not stored then created = a.created end
+put_payment(KEYS[2], KEYS[3], KEYS[4], a.id, a.version, a.json, created, a.due)
+return {'written'}
 ";
 
 /// The record and its remaining lifetime, in one round trip. KEYS: record.
@@ -123,15 +136,6 @@ if not record then return {} end
 return {record.fingerprint, record.resource_id, record.owner, tostring(record.lease_until_ms),
         record.done and '1' or '0', tostring(record.status), redis.call('HGET', KEYS[1], 'body') or '',
         tostring(redis.call('PTTL', KEYS[1]))}
-";
-
-/// Compare-and-set of a payment. KEYS: payment, merchant index, due index.
-/// ARGV: expected JSON ('' for none), new JSON, payment id, created score, due score or ''.
-const PUT_PAYMENT_IF: &str = r"
-local current = redis.call('GET', KEYS[1]) or ''
-if ARGV[1] ~= '*' and current ~= ARGV[1] then return 0 end
-put_payment(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[2], ARGV[4], ARGV[5])
-return 1
 ";
 
 const DUE_KEY: &str = "rp:due";
@@ -146,9 +150,7 @@ pub struct RedisStore {
 
 struct Scripts {
     claim: Script,
-    finish: Script,
-    release: Script,
-    put_if: Script,
+    commit: Script,
     read_record: Script,
 }
 
@@ -171,31 +173,31 @@ fn record_key(key: &str) -> String {
 }
 
 fn payment_key(id: &str) -> String {
-    format!("rp:pay:{id}")
+    format!("rp:payment:{id}")
 }
 
 fn merchant_key(merchant: &str) -> String {
     format!("rp:merchant:{merchant}")
 }
 
-/// The arguments `put_payment` takes: JSON, id, created score ('' when the payment is already in
-/// the merchant index), due score.
-fn payment_args(payment: Option<&Payment>) -> Result<[String; 4], StoreError> {
-    let Some(payment) = payment else { return Ok(Default::default()) };
-    Ok([
-        serde_json::to_string(payment).map_err(corrupt)?,
-        payment.id.clone(),
-        created_micros(payment).to_string(),
-        due_ms(payment).map(|d| d.to_string()).unwrap_or_default(),
-    ])
+/// The named arguments `put_payment` takes (`created` is read only for a new payment).
+fn payment_args(invocation: &mut redis::ScriptInvocation<'_>, payment: &Payment) -> Result<(), StoreError> {
+    invocation
+        .arg("json")
+        .arg(serde_json::to_string(payment).map_err(corrupt)?)
+        .arg("id")
+        .arg(&payment.id)
+        .arg("version")
+        .arg(payment.version)
+        .arg("created")
+        .arg(created_micros(payment))
+        .arg("due")
+        .arg(due_ms(payment).map(|d| d.to_string()).unwrap_or_default());
+    Ok(())
 }
 
-/// Keys `put_payment` touches (the first two are placeholders when there is no payment).
-fn payment_keys(payment: Option<&Payment>) -> [String; 3] {
-    match payment {
-        Some(p) => [payment_key(&p.id), merchant_key(&p.merchant_id), DUE_KEY.to_owned()],
-        None => ["rp:pay:-".to_owned(), "rp:merchant:-".to_owned(), DUE_KEY.to_owned()],
-    }
+fn payment_keys(invocation: &mut redis::ScriptInvocation<'_>, payment: &Payment) {
+    invocation.key(payment_key(&payment.id)).key(merchant_key(&payment.merchant_id)).key(DUE_KEY);
 }
 
 impl RedisStore {
@@ -209,38 +211,35 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
         let script = |body: &str| Script::new(&format!("{PUT_PAYMENT_FN}\n{RECORD_FN}\n{body}"));
-        let scripts = Scripts {
-            claim: script(CLAIM),
-            finish: script(FINISH),
-            release: script(RELEASE),
-            put_if: script(PUT_PAYMENT_IF),
-            read_record: script(READ_RECORD),
-        };
+        let scripts = Scripts { claim: script(CLAIM), commit: script(COMMIT), read_record: script(READ_RECORD) };
         Ok(Self { connection, scripts: std::sync::Arc::new(scripts) })
     }
 
     pub async fn claim(&self, request: ClaimRequest<'_>) -> Result<Claim, StoreError> {
-        let [json, id, created, due] = payment_args(request.insert)?;
-        let [pay, merchant, due_index] = payment_keys(request.insert);
-        let reply: Vec<String> = self
-            .scripts
-            .claim
-            .key(record_key(request.key))
-            .key(pay)
-            .key(merchant)
-            .key(due_index)
+        let mut invocation = self.scripts.claim.prepare_invoke();
+        invocation.key(record_key(request.key));
+        match request.insert {
+            Some(payment) => payment_keys(&mut invocation, payment),
+            // Placeholders: without a payment to insert, the script touches only the record.
+            None => {
+                invocation.key(record_key(request.key)).key(record_key(request.key)).key(DUE_KEY);
+            }
+        }
+        invocation
+            .arg("fingerprint")
             .arg(request.fingerprint)
+            .arg("owner")
             .arg(request.owner)
+            .arg("lease_ms")
             .arg(request.lease.as_millis() as u64)
+            .arg("retention_ms")
             .arg(request.retention.as_millis() as u64)
-            .arg(request.resource_id)
-            .arg(json)
-            .arg(id)
-            .arg(created)
-            .arg(due)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
+            .arg("resource_id")
+            .arg(request.resource_id);
+        if let Some(payment) = request.insert {
+            payment_args(&mut invocation, payment)?;
+        }
+        let reply: Vec<String> = invocation.invoke_async(&mut self.connection.clone()).await.map_err(unavailable)?;
         match reply.as_slice() {
             [fresh] if fresh == "fresh" => Ok(Claim::Fresh),
             [mismatch] if mismatch == "mismatch" => Ok(Claim::Mismatch),
@@ -255,107 +254,72 @@ impl RedisStore {
         }
     }
 
-    pub async fn finish(
-        &self,
-        key: &str,
-        resource_id: &str,
-        response: &StoredResponse,
-        retention: Duration,
-        payment: Option<&Payment>,
-    ) -> Result<(), StoreError> {
-        // The payment was indexed by merchant when it was claimed.
-        let [json, id, _, due] = payment_args(payment)?;
-        let [pay, merchant, due_index] = payment_keys(payment);
-        let _: i64 = self
-            .scripts
-            .finish
-            .key(record_key(key))
-            .key(pay)
-            .key(merchant)
-            .key(due_index)
-            .arg(resource_id)
-            .arg(response.status)
-            .arg(&response.body)
-            .arg(retention.as_millis() as u64)
-            .arg(json)
-            .arg(id)
-            .arg("")
-            .arg(due)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    pub async fn release(
-        &self,
-        key: &str,
-        resource_id: &str,
-        owner: Option<&str>,
-        payment: Option<&Payment>,
-    ) -> Result<bool, StoreError> {
-        // The payment was indexed by merchant when it was claimed.
-        let [json, id, _, due] = payment_args(payment)?;
-        let [pay, merchant, due_index] = payment_keys(payment);
-        // No request ever names itself by the empty string, so '' never matches a holder.
-        let released: i64 = self
-            .scripts
-            .release
-            .key(record_key(key))
-            .key(pay)
-            .key(merchant)
-            .key(due_index)
-            .arg(resource_id)
-            .arg(json)
-            .arg(id)
-            .arg("")
-            .arg(due)
-            .arg(owner.unwrap_or_default())
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(released == 1)
-    }
-
-    /// Writes `payment` if the stored JSON is still `expected` (`None`: whatever it is).
-    async fn put_payment_if(&self, payment: &Payment, expected: Option<&str>) -> Result<bool, StoreError> {
-        let [json, id, created, due] = payment_args(Some(payment))?;
-        let [pay, merchant, due_index] = payment_keys(Some(payment));
-        let written: i64 = self
-            .scripts
-            .put_if
-            .key(pay)
-            .key(merchant)
-            .key(due_index)
-            .arg(expected.unwrap_or("*"))
-            .arg(json)
-            .arg(id)
-            .arg(created)
-            .arg(due)
-            .invoke_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable)?;
-        Ok(written == 1)
-    }
-
-    pub async fn put_payment(&self, payment: &Payment) -> Result<(), StoreError> {
-        self.put_payment_if(payment, None).await.map(drop)
-    }
-
-    async fn get_raw(&self, id: &str) -> Result<Option<String>, StoreError> {
-        self.connection.clone().get(payment_key(id)).await.map_err(unavailable)
+    pub async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
+        let payment = commit.payment;
+        let mut invocation = self.scripts.commit.prepare_invoke();
+        invocation.key(record_key(commit.record.key().unwrap_or("-")));
+        payment_keys(&mut invocation, payment);
+        match commit.record {
+            RecordChange::Keep => {
+                invocation.arg("op").arg("keep");
+            }
+            RecordChange::Finish { resource_id, fingerprint, response, retention, .. } => {
+                if let Some(fingerprint) = fingerprint {
+                    invocation.arg("fingerprint").arg(fingerprint);
+                }
+                invocation
+                    .arg("op")
+                    .arg("finish")
+                    .arg("resource_id")
+                    .arg(resource_id)
+                    .arg("status")
+                    .arg(response.status)
+                    .arg("body")
+                    .arg(&response.body)
+                    .arg("retention_ms")
+                    .arg(retention.as_millis() as u64);
+            }
+            RecordChange::Release { resource_id, owner, .. } => {
+                // No request ever names itself by the empty string, so '' never matches a holder.
+                invocation
+                    .arg("op")
+                    .arg("release")
+                    .arg("resource_id")
+                    .arg(resource_id)
+                    .arg("owner")
+                    .arg(owner.unwrap_or_default());
+            }
+        }
+        payment_args(&mut invocation, payment)?;
+        let reply: Vec<String> = invocation.invoke_async(&mut self.connection.clone()).await.map_err(unavailable)?;
+        match reply.as_slice() {
+            [written] if written == "written" => Ok(Committed::Written),
+            [refused] if refused == "refused" => Ok(Committed::Refused),
+            [superseded] if superseded == "superseded" => Ok(Committed::Superseded),
+            [conflict, json] if conflict == "conflict" => {
+                let current = (!json.is_empty())
+                    .then(|| serde_json::from_str(json).map(Box::new).map_err(corrupt))
+                    .transpose()?;
+                Ok(Committed::Conflict(current))
+            }
+            other => Err(corrupt(format!("unexpected commit reply {other:?}"))),
+        }
     }
 
     pub async fn get_payment(&self, id: &str) -> Result<Option<Payment>, StoreError> {
-        self.get_raw(id).await?.map(|raw| serde_json::from_str(&raw).map_err(corrupt)).transpose()
+        let raw: Option<String> = self.connection.clone().hget(payment_key(id), "json").await.map_err(unavailable)?;
+        raw.map(|raw| serde_json::from_str(&raw).map_err(corrupt)).transpose()
     }
 
     async fn load_many(&self, ids: &[String]) -> Result<Vec<Payment>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids.iter().map(|id| payment_key(id)).collect();
-        let raws: Vec<Option<String>> = self.connection.clone().mget(keys).await.map_err(unavailable)?;
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(payment_key(id), "json");
+        }
+        let raws: Vec<Option<String>> = pipe.query_async(&mut self.connection.clone()).await.map_err(unavailable)?;
         raws.into_iter().flatten().map(|raw| serde_json::from_str(&raw).map_err(corrupt)).collect()
     }
 
@@ -423,19 +387,6 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         self.load_many(&ids).await
-    }
-
-    pub async fn apply_refund(&self, payment_id: &str, refund: &Refund) -> Result<Option<Payment>, StoreError> {
-        // Optimistic: read, apply, write only if nobody changed the payment meanwhile; else again.
-        for _ in 0..32 {
-            let Some(raw) = self.get_raw(payment_id).await? else { return Ok(None) };
-            let mut payment: Payment = serde_json::from_str(&raw).map_err(corrupt)?;
-            payment.apply_refund(refund.clone());
-            if self.put_payment_if(&payment, Some(&raw)).await? {
-                return Ok(Some(payment));
-            }
-        }
-        Err(StoreError::Unavailable(format!("payment {payment_id} kept changing; refund not recorded")))
     }
 
     pub async fn record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {

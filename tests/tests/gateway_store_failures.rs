@@ -1,0 +1,225 @@
+//! The store failing at every step of a payment and of a refund: before the claim, between the
+//! bank's answer and the write of the outcome, during the release of a key, and a Redis that comes
+//! back without its data (with and without the gateway that was running). Whatever happens, the
+//! client is never told "nothing was charged" when the bank charged, and no retry charges twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use payment_api::Config;
+use serde_json::{Value, json};
+use tests::{RedisServer, TestBank, TestGateway, payment_body, wait_for};
+
+const APPROVE: &str = "4242424242424242";
+
+/// A gateway whose bank calls may take long enough to kill Redis during one.
+fn patient(bank: &TestBank, redis: &RedisServer) -> Config {
+    let mut config = TestGateway::config(&bank.url, &redis.url());
+    config.attempt_timeout_ms = 3_000;
+    config.deadline_ms = 6_000;
+    config.lease_ms = 10_000;
+    config
+}
+
+/// Sends `send` and kills Redis once the bank holds the request (it answers after its latency),
+/// then returns the answer.
+async fn kill_redis_during_the_bank_call<F>(bank: &TestBank, redis: &mut RedisServer, send: F) -> (u16, Value)
+where
+    F: std::future::Future<Output = reqwest::Response> + Send + 'static,
+{
+    let before = bank.stats().await["requests"].as_u64().unwrap();
+    let answer = tokio::spawn(async move {
+        let response = send.await;
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    });
+    wait_for("the bank to receive the call", Duration::from_secs(10), || async {
+        (bank.stats().await["requests"].as_u64().unwrap() > before).then_some(())
+    })
+    .await;
+    redis.kill();
+    answer.await.unwrap()
+}
+
+/// Retries `key` (as a careful client does) until it is answered with something other than a
+/// 409 or 503.
+async fn retry_until_answered(gateway: &TestGateway, key: &str, body: &Value) -> (u16, Value) {
+    wait_for("a final answer to the retry", Duration::from_secs(30), || async {
+        let response = gateway.pay(key, body).await;
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        (!matches!(status, 409 | 503)).then_some((status, answer))
+    })
+    .await
+}
+
+fn assert_outcome_unknown(status: u16, answer: &Value) {
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["code"], "outcome_unknown", "{answer}");
+    let detail = answer["detail"].as_str().unwrap();
+    assert!(!detail.contains("nothing was charged"), "never a false 'nothing was charged': {detail}");
+    assert!(detail.contains("same Idempotency-Key"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_store_lost_after_the_bank_charged_is_not_called_nothing_charged_and_the_outcome_is_kept() {
+    let Some(mut redis) = RedisServer::start_persistent("store_lost_after_the_charge").await else { return };
+    let bank = TestBank::start().await;
+    bank.patch_chaos(json!({"latency": {"base_ms": 400, "jitter_ms": 0}})).await;
+    let gateway = Arc::new(TestGateway::start(patient(&bank, &redis)).await);
+    let body = payment_body(1_234, APPROVE, "kept");
+
+    let send = {
+        let (gateway, body) = (Arc::clone(&gateway), body.clone());
+        async move { gateway.pay("kept-1", &body).await }
+    };
+    let (status, answer) = kill_redis_during_the_bank_call(&bank, &mut redis, send).await;
+    assert_outcome_unknown(status, &answer);
+    assert_eq!(bank.charge_count().await, 1, "the bank did charge");
+
+    // While the store is down, retries are told the same truth; once it is back, the kept outcome
+    // is written and the retry replays it.
+    redis.restart().await;
+    let (status, payment) = retry_until_answered(&gateway, "kept-1", &body).await;
+    assert_eq!((status, payment["status"].as_str()), (201, Some("succeeded")), "{payment}");
+    let charges = bank.charges_by_id().await;
+    assert_eq!(charges.len(), 1, "charged once");
+    assert!(charges.contains_key(payment["bank_charge_id"].as_str().unwrap()));
+    assert_eq!(gateway.payment(payment["id"].as_str().unwrap()).await["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_redis_that_comes_back_empty_gets_the_kept_outcome_back_and_charges_nothing_twice() {
+    let Some(mut redis) = RedisServer::start("redis_back_empty").await else { return };
+    let bank = TestBank::start().await;
+    bank.patch_chaos(json!({"latency": {"base_ms": 400, "jitter_ms": 0}})).await;
+    let gateway = Arc::new(TestGateway::start(patient(&bank, &redis)).await);
+    let body = payment_body(2_000, APPROVE, "empty");
+
+    let send = {
+        let (gateway, body) = (Arc::clone(&gateway), body.clone());
+        async move { gateway.pay("empty-1", &body).await }
+    };
+    let (status, answer) = kill_redis_during_the_bank_call(&bank, &mut redis, send).await;
+    assert_outcome_unknown(status, &answer);
+
+    redis.restart().await; // without persistence: everything it held is gone
+    let (status, payment) = retry_until_answered(&gateway, "empty-1", &body).await;
+    assert_eq!((status, payment["status"].as_str()), (201, Some("succeeded")), "{payment}");
+    assert_eq!(bank.charge_count().await, 1, "the retry reached the bank as the same charge");
+    // The payment is there again, listed and readable.
+    assert_eq!(gateway.payment(payment["id"].as_str().unwrap()).await["status"], "succeeded");
+    let replay = gateway.pay("empty-1", &body).await;
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.json::<Value>().await.unwrap()["id"], payment["id"]);
+}
+
+/// Defence in depth: the gateway that kept the outcome dies too, and Redis comes back empty. The
+/// retry reaches the bank under the same bank key (merchant, client key, request), and the bank
+/// answers with the charge it already made.
+#[tokio::test]
+async fn a_store_and_a_gateway_that_both_forgot_still_never_charge_twice() {
+    let Some(mut redis) = RedisServer::start("store_and_gateway_forgot").await else { return };
+    let bank = TestBank::start().await;
+    bank.patch_chaos(json!({"latency": {"base_ms": 400, "jitter_ms": 0}})).await;
+    let gateway = Arc::new(TestGateway::start(patient(&bank, &redis)).await);
+    let body = payment_body(3_000, APPROVE, "forgot");
+
+    let send = {
+        let (gateway, body) = (Arc::clone(&gateway), body.clone());
+        async move { gateway.pay("forgot-1", &body).await }
+    };
+    let (status, answer) = kill_redis_during_the_bank_call(&bank, &mut redis, send).await;
+    assert_outcome_unknown(status, &answer);
+    Arc::into_inner(gateway).unwrap().stop().await;
+
+    redis.restart().await;
+    let restarted = TestGateway::start(patient(&bank, &redis)).await;
+    bank.patch_chaos(json!({"latency": {"base_ms": 0, "jitter_ms": 0}})).await;
+    let (status, payment) = retry_until_answered(&restarted, "forgot-1", &body).await;
+    assert_eq!((status, payment["status"].as_str()), (201, Some("succeeded")), "{payment}");
+    let charges = bank.charges_by_id().await;
+    assert_eq!(charges.len(), 1, "charged once, though nothing remembered the first attempt");
+    assert!(charges.contains_key(payment["bank_charge_id"].as_str().unwrap()));
+}
+
+#[tokio::test]
+async fn a_store_lost_before_the_claim_is_503_and_charges_nothing() {
+    let Some(mut redis) = RedisServer::start("store_lost_before_claim").await else { return };
+    let bank = TestBank::start().await;
+    let gateway = TestGateway::start(TestGateway::config(&bank.url, &redis.url())).await;
+    redis.kill();
+    let response = gateway.pay("before-1", &payment_body(100, APPROVE, "before")).await;
+    assert_eq!(response.status(), 503);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["code"], "store_unavailable");
+    assert!(answer["detail"].as_str().unwrap().contains("nothing was charged"));
+    assert_eq!(bank.charge_count().await, 0, "and nothing was");
+}
+
+/// The bank refused (surely nothing charged), and the store fails as the key is released: the
+/// answer may say nothing was charged (true), the release is kept, and the key works again once
+/// the store is back.
+#[tokio::test]
+async fn a_store_lost_during_the_release_says_nothing_charged_truthfully_and_frees_the_key_later() {
+    let Some(mut redis) = RedisServer::start_persistent("store_lost_during_release").await else { return };
+    let bank = TestBank::start().await;
+    bank.patch_chaos(json!({"throttle_rate": 1.0, "retry_after_s": 0, "latency": {"base_ms": 400, "jitter_ms": 0}}))
+        .await;
+    let mut config = patient(&bank, &redis);
+    config.max_attempts = 1;
+    let gateway = Arc::new(TestGateway::start(config).await);
+    let body = payment_body(700, APPROVE, "release");
+
+    let send = {
+        let (gateway, body) = (Arc::clone(&gateway), body.clone());
+        async move { gateway.pay("release-1", &body).await }
+    };
+    let (status, answer) = kill_redis_during_the_bank_call(&bank, &mut redis, send).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(matches!(answer["code"].as_str(), Some("store_unavailable" | "bank_unavailable")), "{answer}");
+    assert_eq!(bank.charge_count().await, 0, "true: nothing was charged");
+
+    bank.patch_chaos(json!({"throttle_rate": 0.0, "latency": {"base_ms": 0, "jitter_ms": 0}})).await;
+    redis.restart().await;
+    let (status, payment) = retry_until_answered(&gateway, "release-1", &body).await;
+    assert_eq!((status, payment["status"].as_str()), (201, Some("succeeded")), "{payment}");
+    assert_eq!(bank.charge_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_store_lost_after_the_bank_refunded_is_not_lost_and_never_refunds_twice() {
+    let Some(mut redis) = RedisServer::start_persistent("store_lost_after_refund").await else { return };
+    let bank = TestBank::start().await;
+    let gateway = Arc::new(TestGateway::start(patient(&bank, &redis)).await);
+    let paid = gateway.pay("refund-pay", &payment_body(1_000, APPROVE, "refund")).await;
+    let id = paid.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    bank.patch_chaos(json!({"latency": {"base_ms": 400, "jitter_ms": 0}})).await;
+
+    let send = {
+        let (gateway, id) = (Arc::clone(&gateway), id.clone());
+        async move { gateway.refund(&id, "refund-1", Some(json!({"amount": 300}))).await }
+    };
+    let (status, answer) = kill_redis_during_the_bank_call(&bank, &mut redis, send).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["code"], "outcome_unknown", "{answer}");
+
+    redis.restart().await;
+    let refund = wait_for("the refund's answer", Duration::from_secs(30), || async {
+        let response = gateway.refund(&id, "refund-1", Some(json!({"amount": 300}))).await;
+        (response.status() == 201).then_some(())?;
+        response.json::<Value>().await.ok()
+    })
+    .await;
+    assert_eq!(refund["amount"], 300);
+    let payment = gateway.payment(&id).await;
+    assert_eq!(
+        (payment["refunded_amount"].as_i64(), payment["status"].as_str()),
+        (Some(300), Some("partially_refunded"))
+    );
+    let charge = &bank.charges_by_id().await[payment["bank_charge_id"].as_str().unwrap()];
+    assert_eq!(charge["refunded_amount"], 300, "refunded once");
+    assert_eq!(charge["refunds"].as_array().unwrap().len(), 1);
+}
