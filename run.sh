@@ -93,7 +93,7 @@ start_store() {
     local port
     port=$(free_port_from 6390)
     mkdir -p "$RUN_DIR/redis"
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$RUN_DIR/redis" --save "" --appendonly yes \
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$RUN_DIR/redis" --save "" --appendonly yes --appendfsync always \
       >"$RUN_DIR/redis.log" 2>&1 &
     PIDS+=("$!")
     local i

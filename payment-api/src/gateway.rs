@@ -205,6 +205,16 @@ fn retry_after_secs(wait: Option<Duration>) -> u64 {
     wait.map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64)
 }
 
+/// HMAC-SHA256 of the canonical request under the fingerprint key, hex: equal for equal requests,
+/// and no card number can be recovered from it without the key.
+pub fn fingerprint(key: &[u8], canonical: &impl Serialize) -> String {
+    let bytes = serde_json::to_vec(canonical).unwrap_or_default();
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(&bytes);
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The bank key of a payment: the same for the same merchant, client key and request, so that a
 /// retry after the store lost every record of the first attempt is still the same charge.
 pub fn bank_key(merchant: &str, idempotency_key: &str, fingerprint: &str) -> String {
@@ -302,14 +312,8 @@ impl Gateway {
         })
     }
 
-    /// HMAC-SHA256 of the canonical request, hex: equal for equal requests, and no card number
-    /// can be recovered from it without the key.
     pub fn fingerprint(&self, canonical: &impl Serialize) -> String {
-        let bytes = serde_json::to_vec(canonical).unwrap_or_default();
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.fingerprint_key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        mac.update(&bytes);
-        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        fingerprint(&self.fingerprint_key, canonical)
     }
 
     fn owner(&self, request_id: &str) -> String {

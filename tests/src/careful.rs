@@ -1,7 +1,8 @@
 //! A careful client of the gateway, as a well-behaved merchant integration is written: it sends a
 //! payment under one idempotency key until it gets a final answer, retrying the same key on 409
 //! (after `Retry-After`), 429, 503, 5xx and network errors with backoff, and polling a 202 until
-//! the payment settles. It is the load generator's payment session and the soak's client.
+//! the payment settles. Refunds the same way (a 202 refund is retried under its key until the
+//! replay is final). It is the load generator's payment session and the soak's client.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,12 +43,53 @@ pub struct Final {
     pub status: String,
     pub payment_id: String,
     pub amount: i64,
+    /// The bank charge the payment names, once settled.
+    pub charge_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct PaymentView {
     id: String,
     status: String,
+    #[serde(default)]
+    bank_charge_id: Option<String>,
+}
+
+/// The final answer to a refund: the refund made (201) or why not (the status and code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundFinal {
+    Refunded { id: String, amount: i64 },
+    Refused { status: u16, code: String },
+}
+
+/// What the refunds of one payment came to, as its clients saw them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundTally {
+    pub payment_id: String,
+    /// The sum of the distinct refunds answered 201.
+    pub refunded: i64,
+    /// A refund key answered two different ways, or not at all.
+    pub diverged: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct RefundView {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    amount: Option<i64>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// The amount of logical payment `seq`.
+pub fn amount_of(seq: u64) -> i64 {
+    100 + (seq as i64 % 5_000)
+}
+
+/// The amount of the logical payment with this key (`load-<run>-<seq>`).
+pub fn amount_of_key(key: &str) -> Option<i64> {
+    key.rsplit('-').next()?.parse().ok().map(amount_of)
 }
 
 /// The body of logical payment `key`; amounts ending in 0 use a card the bank declines.
@@ -127,7 +169,8 @@ impl CarefulClient {
             match reply.status {
                 201 | 402 => {
                     let payment = view(&reply)?;
-                    return Some(Final { status: payment.status, payment_id: payment.id, amount });
+                    let charge_id = payment.bank_charge_id;
+                    return Some(Final { status: payment.status, payment_id: payment.id, amount, charge_id });
                 }
                 202 => {
                     let id = view(&reply)?.id;
@@ -158,7 +201,65 @@ impl CarefulClient {
             let Some(reply) = self.gateways[gateway].0.send(request, self.request_timeout).await else { continue };
             let Some(payment) = view(&reply) else { continue };
             if payment.status != "processing" {
-                return Some(Final { status: payment.status, payment_id: id.to_owned(), amount });
+                let charge_id = payment.bank_charge_id;
+                return Some(Final { status: payment.status, payment_id: id.to_owned(), amount, charge_id });
+            }
+        }
+        None
+    }
+
+    /// Refunds `amount` (`None`: the rest) of `payment_id` under `key` until it gets a final
+    /// answer or `deadline` passes (`None`).
+    pub async fn refund(
+        &mut self,
+        payment_id: &str,
+        key: &str,
+        amount: Option<i64>,
+        deadline: Duration,
+        turn: usize,
+    ) -> Option<RefundFinal> {
+        let give_up = Instant::now() + deadline;
+        let body = match amount {
+            Some(amount) => Bytes::from(serde_json::json!({ "amount": amount }).to_string()),
+            None => Bytes::new(),
+        };
+        let path = format!("/v1/payments/{payment_id}/refunds");
+        let mut attempt = 0u32;
+        while Instant::now() < give_up {
+            let gateway = (turn + attempt as usize) % self.gateways.len();
+            attempt += 1;
+            if attempt > 1 {
+                self.tally.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            self.tally.sent.fetch_add(1, Ordering::Relaxed);
+            let request = self.request(&self.gateways[gateway].1, "POST", &path, Some(key), body.clone());
+            let reply = self.gateways[gateway].0.send(request, self.request_timeout).await;
+            let backoff = Duration::from_millis((20 * u64::from(attempt.min(10))).min(500) + fastrand::u64(..50));
+            let Some(reply) = reply else {
+                self.tally.transport_errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                continue;
+            };
+            *self.tally.statuses.lock().unwrap_or_else(|p| p.into_inner()).entry(reply.status).or_default() += 1;
+            let view: Option<RefundView> = serde_json::from_slice(&reply.body).ok();
+            let code = view.as_ref().and_then(|v| v.code.clone()).unwrap_or_default();
+            match reply.status {
+                201 => {
+                    let view = view?;
+                    return Some(RefundFinal::Refunded { id: view.id?, amount: view.amount? });
+                }
+                404 | 422 => return Some(RefundFinal::Refused { status: reply.status, code }),
+                409 if code == "invalid_state" => return Some(RefundFinal::Refused { status: 409, code }),
+                // Pending (202), in use (409), throttled, unavailable or unknown: the same key again.
+                202 | 409 | 429 | 503 => {
+                    let retry_after = reply.retry_after.map(|s| Duration::from_secs(s.min(2)));
+                    tokio::time::sleep(retry_after.unwrap_or(backoff).max(backoff)).await;
+                }
+                500..=599 => {
+                    self.tally.server_errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                }
+                _ => return None,
             }
         }
         None
@@ -178,9 +279,13 @@ pub struct PaymentSession {
     twin: CarefulClient,
     run_id: String,
     duplicate_share: f64,
+    /// Share of succeeded payments then refunded: two partial refunds at once, the rest after, and
+    /// the first again.
+    refund_share: f64,
     deadline: Duration,
     /// Each logical payment's key and the final answer its clients agreed on (`None`: none came).
     pub finals: Vec<(String, Option<Final>)>,
+    pub refunds: Vec<RefundTally>,
 }
 
 impl PaymentSession {
@@ -197,9 +302,39 @@ impl PaymentSession {
             twin: CarefulClient::new(targets, Arc::clone(tally))?,
             run_id: run_id.to_owned(),
             duplicate_share,
+            refund_share: 0.0,
             deadline,
             finals: Vec::new(),
+            refunds: Vec::new(),
         })
+    }
+
+    /// Also refunds this share of the succeeded payments.
+    pub fn with_refunds(mut self, share: f64) -> Self {
+        self.refund_share = share;
+        self
+    }
+
+    /// Two partial refunds at once (a third of the amount each, from both clients), then the rest,
+    /// then the first key again, which must answer as it did.
+    async fn refund_all(&mut self, key: &str, payment: &Final, turn: usize) {
+        let third = Some(payment.amount / 3);
+        let id = payment.payment_id.as_str();
+        let [r1, r2, r3] = [1, 2, 3].map(|n| format!("{key}-r{n}"));
+        let (first, second) = tokio::join!(
+            self.main.refund(id, &r1, third, self.deadline, turn),
+            self.twin.refund(id, &r2, third, self.deadline, turn + 1)
+        );
+        let rest = self.main.refund(id, &r3, None, self.deadline, turn).await;
+        let again = self.twin.refund(id, &r1, third, self.deadline, turn).await;
+        let diverged = again != first || [&first, &second, &rest].iter().any(|f| f.is_none());
+        let mut refunded = 0;
+        for answer in [first, second, rest].into_iter().flatten() {
+            if let RefundFinal::Refunded { amount, .. } = answer {
+                refunded += amount;
+            }
+        }
+        self.refunds.push(RefundTally { payment_id: id.to_owned(), refunded, diverged });
     }
 
     /// `workers` sessions for one run.
@@ -218,7 +353,7 @@ impl PaymentSession {
 impl Session for PaymentSession {
     async fn call(&mut self, seq: u64) -> Outcome {
         let key = format!("load-{}-{seq}", self.run_id);
-        let amount = 100 + (seq as i64 % 5_000);
+        let amount = amount_of(seq);
         let turn = seq as usize;
         let answer = if fastrand::f64() < self.duplicate_share {
             let (a, b) = tokio::join!(
@@ -229,14 +364,24 @@ impl Session for PaymentSession {
             let again = self.main.pay(&key, amount, self.deadline, turn).await;
             let answers = [a, b, again];
             let settled: Vec<&Final> = answers.iter().flatten().collect();
-            if settled.windows(2).any(|w| w[0].payment_id != w[1].payment_id) {
-                Some(Final { status: "DIVERGED".into(), payment_id: String::new(), amount })
+            // The same payment; or, after a store lost its data, the same bank charge.
+            let same = |x: &Final, y: &Final| {
+                x.payment_id == y.payment_id || (x.charge_id.is_some() && x.charge_id == y.charge_id)
+            };
+            if settled.windows(2).any(|w| !same(w[0], w[1])) {
+                Some(Final { status: "DIVERGED".into(), payment_id: String::new(), amount, charge_id: None })
             } else {
                 answers.into_iter().flatten().next()
             }
         } else {
             self.main.pay(&key, amount, self.deadline, turn).await
         };
+        if let Some(paid) = answer.as_ref().filter(|f| f.status == "succeeded")
+            && fastrand::f64() < self.refund_share
+        {
+            let paid = paid.clone();
+            self.refund_all(&key, &paid, turn).await;
+        }
         let outcome = match answer.as_ref().map(|f| f.status.as_str()) {
             Some("succeeded") => Outcome::Named("succeeded"),
             Some("declined") => Outcome::Named("declined"),

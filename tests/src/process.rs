@@ -36,6 +36,9 @@ pub fn free_addr() -> SocketAddr {
 }
 
 /// A running gateway process, killed (SIGKILL) when dropped.
+/// The fingerprint key of every gateway process started here.
+pub const FINGERPRINT_KEY: &str = "process-test-fingerprint-key";
+
 #[derive(Debug)]
 pub struct GatewayProcess {
     child: Child,
@@ -54,7 +57,7 @@ impl GatewayProcess {
         let child = Command::new(binary)
             .args(["--listen", &addr.to_string(), "--bank-url", bank_url, "--store", store])
             .args(["--api-keys", &format!("{}:{}", MERCHANT_A.0, MERCHANT_A.1)])
-            .args(["--fingerprint-key", "process-test-fingerprint-key"])
+            .args(["--fingerprint-key", FINGERPRINT_KEY])
             .args(["--attempt-timeout-ms", "500", "--deadline-ms", "1500", "--lease-ms", "2000"])
             .args(["--reconcile-interval-ms", "100", "--commit-window-ms", "3000"])
             .args(extra)

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::careful::PaymentSession;
 pub use crate::careful::{ClientTally, Final, Targets};
+use crate::careful::{PaymentSession, RefundTally, amount_of_key, payment_body};
 use crate::loadgen::{self, Bound, Pace};
 
 #[derive(Debug, Clone)]
@@ -24,8 +24,29 @@ pub struct SoakPlan {
     pub concurrency: usize,
     /// Share of payments also sent as a concurrent duplicate and once more afterwards.
     pub duplicate_share: f64,
+    /// Share of succeeded payments then refunded (two partial refunds at once, then the rest).
+    pub refund_share: f64,
     /// How long one logical payment may take, retries and polling included.
     pub payment_deadline: Duration,
+    /// The store may lose its data mid-run (a Redis without persistence restarted): payments
+    /// acknowledged before are then forgotten by the gateway, though never charged twice.
+    pub store_may_forget: bool,
+}
+
+/// Who the soak pays as, so that every bank charge can be traced to a client key: the bank key
+/// of a payment is derived from the merchant, the client's key and the request's fingerprint.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    pub merchant: String,
+    pub fingerprint_key: String,
+}
+
+/// What the clients were answered.
+#[derive(Debug, Default)]
+pub struct Driven {
+    /// Each logical payment's final answer.
+    pub finals: HashMap<String, Option<Final>>,
+    pub refunds: Vec<RefundTally>,
 }
 
 /// The outcome of a soak run and its invariant checks.
@@ -59,17 +80,32 @@ impl SoakReport {
     }
 }
 
-/// Runs the plan: every logical payment by a careful client, duplicates included, and returns
-/// each key's final answer.
-pub async fn drive(
-    targets: &Targets,
-    plan: &SoakPlan,
-    tally: Arc<ClientTally>,
-) -> anyhow::Result<HashMap<String, Option<Final>>> {
+/// Runs the plan: every logical payment by a careful client, duplicates and refunds included,
+/// and returns what each client was answered.
+pub async fn drive(targets: &Targets, plan: &SoakPlan, tally: Arc<ClientTally>) -> anyhow::Result<Driven> {
     let sessions =
         PaymentSession::many(plan.concurrency, targets, &tally, plan.duplicate_share, plan.payment_deadline)?;
+    let sessions = sessions.into_iter().map(|s| s.with_refunds(plan.refund_share)).collect();
     let (_, sessions) = loadgen::run(Pace::Closed, Bound::Count(plan.payments as u64), sessions).await?;
-    Ok(sessions.into_iter().flat_map(|session| session.finals).collect())
+    let mut driven = Driven::default();
+    for session in sessions {
+        driven.finals.extend(session.finals);
+        driven.refunds.extend(session.refunds);
+    }
+    Ok(driven)
+}
+
+/// The bank key each logical payment is charged under.
+fn bank_keys(audit: &Audit, finals: &HashMap<String, Option<Final>>) -> HashMap<String, String> {
+    finals
+        .keys()
+        .filter_map(|key| {
+            let body = payment_body(key, amount_of_key(key)?);
+            let request: payment_api::model::CreatePayment = serde_json::from_slice(&body).ok()?;
+            let fingerprint = payment_api::gateway::fingerprint(audit.fingerprint_key.as_bytes(), &request.canonical());
+            Some((payment_api::gateway::bank_key(&audit.merchant, key, &fingerprint), key.clone()))
+        })
+        .collect()
 }
 
 /// Every payment of the merchant, through the gateway's cursor pagination.
@@ -110,10 +146,13 @@ pub async fn quiesce(targets: &Targets, deadline: Duration) -> anyhow::Result<Ve
 /// Checks the invariants: the gateway's payments, the clients' answers and the bank's ledger agree.
 pub async fn check(
     targets: &Targets,
-    finals: &HashMap<String, Option<Final>>,
+    plan: &SoakPlan,
+    audit: &Audit,
+    driven: &Driven,
     payments: &[Value],
     tally: &ClientTally,
 ) -> anyhow::Result<SoakReport> {
+    let finals = &driven.finals;
     let http = reqwest::Client::new();
     let ledger: Value =
         http.get(format!("{}/v1/ledger", targets.bank)).send().await?.error_for_status()?.json().await?;
@@ -128,9 +167,20 @@ pub async fn check(
 
     let mut approved_per_key: HashMap<String, u64> = HashMap::new();
     let mut orphan_charges = 0;
+    let mut forgotten_charges = 0;
     let mut amount_mismatch = 0;
+    let client_key_of = bank_keys(audit, finals);
+    let mut charged_per_client_key: HashMap<&str, u64> = HashMap::new();
+    let mut charges_of_no_client = 0;
     for charge in charges.iter().filter(|c| c["status"] == "approved") {
         let bank_key = charge["idempotency_key"].as_str().unwrap_or_default();
+        match client_key_of.get(bank_key) {
+            Some(key) => *charged_per_client_key.entry(key).or_default() += 1,
+            None => {
+                charges_of_no_client += 1;
+                report.examples.push(format!("charge {bank_key} is under no client key's bank key"));
+            }
+        }
         let settled: Vec<&Value> = by_charge
             .get(charge["id"].as_str().unwrap_or_default())
             .into_iter()
@@ -146,6 +196,7 @@ pub async fn check(
                 let key = payment["order_id"].as_str().unwrap_or_default().to_owned();
                 *approved_per_key.entry(key).or_default() += 1;
             }
+            [] if plan.store_may_forget => forgotten_charges += 1,
             other => {
                 orphan_charges += 1;
                 let of_key: Vec<String> = payments
@@ -161,7 +212,42 @@ pub async fn check(
             }
         }
     }
-    let charged_twice = approved_per_key.values().filter(|n| **n > 1).count() as u64;
+    let charged_twice =
+        approved_per_key.values().chain(charged_per_client_key.values()).filter(|n| **n > 1).count() as u64;
+
+    // Refunds: what the clients were told, the gateway's payment and the bank's charge agree.
+    let by_id: HashMap<&str, &Value> = payments.iter().filter_map(|p| Some((p["id"].as_str()?, p))).collect();
+    let charge_by_id: HashMap<&str, &Value> = charges.iter().filter_map(|c| Some((c["id"].as_str()?, c))).collect();
+    let mut refund_disagreements = 0;
+    let mut refunds_answered = 0;
+    for refund in &driven.refunds {
+        refunds_answered += u64::from(refund.refunded > 0);
+        let payment = by_id.get(refund.payment_id.as_str());
+        let charge = payment.and_then(|p| charge_by_id.get(p["bank_charge_id"].as_str().unwrap_or_default()));
+        let (Some(payment), Some(charge)) = (payment, charge) else {
+            if !plan.store_may_forget {
+                refund_disagreements += 1;
+                report.examples.push(format!("refunded payment {} is gone", refund.payment_id));
+            }
+            continue;
+        };
+        let at_bank = charge["refunded_amount"].as_i64().unwrap_or(-1);
+        let at_gateway = payment["refunded_amount"].as_i64().unwrap_or(-1);
+        let agree = if plan.store_may_forget {
+            at_bank >= refund.refunded && at_bank <= charge["amount"].as_i64().unwrap_or(0)
+        } else {
+            at_bank == refund.refunded && at_gateway == refund.refunded && !refund.diverged
+        };
+        if !agree {
+            refund_disagreements += 1;
+            report.examples.push(format!(
+                "payment {}: clients were refunded {}, the gateway says {at_gateway}, the bank {at_bank}{}",
+                refund.payment_id,
+                refund.refunded,
+                if refund.diverged { " (a refund key answered two ways)" } else { "" }
+            ));
+        }
+    }
     let mut seen_succeeded_not_charged_once = 0;
     let mut diverged = 0;
     let mut unanswered = 0;
@@ -199,20 +285,29 @@ pub async fn check(
             402 => "answers 402",
             409 => "answers 409 (key in use, retried)",
             429 => "answers 429 (rate limited, retried)",
-            503 => "answers 503 (not charged, retried)",
+            503 => "answers 503 (retried)",
             _ => "answers with another status",
         };
         *report.figures.entry(name).or_default() += count;
     }
     report.figures.insert("bank charges approved", charges.iter().filter(|c| c["status"] == "approved").count() as u64);
     report.figures.insert("bank charges declined", charges.iter().filter(|c| c["status"] == "declined").count() as u64);
+    report.figures.insert("payments refunded by clients", refunds_answered);
+    report
+        .figures
+        .insert("bank refunds", charges.iter().map(|c| c["refunds"].as_array().map_or(0, Vec::len) as u64).sum());
+    if plan.store_may_forget {
+        report.figures.insert("approved charges the gateway forgot (store lost its data)", forgotten_charges);
+    }
 
     report.invariants = vec![
         ("no idempotency key charged twice", charged_twice),
+        ("every approved charge is under a client key's bank key", charges_of_no_client),
         ("every approved charge has one succeeded payment", orphan_charges),
         ("charge and payment amounts agree", amount_mismatch),
         ("every payment seen succeeded is charged once", seen_succeeded_not_charged_once),
         ("duplicates of a key see the same payment", diverged),
+        ("refunds: clients, gateway and bank agree", refund_disagreements),
         ("no payment left processing", processing),
         ("no 500 ever", tally.server_errors.load(Ordering::Relaxed)),
         ("every payment got a final answer", unanswered),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tests::soak::{self, ClientTally, SoakPlan, Targets};
+use tests::soak::{self, Audit, ClientTally, SoakPlan, Targets};
 use tests::{MERCHANT_A, TestBank, TestGateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,11 +38,17 @@ async fn two_thousand_payments_through_chaos_keep_every_invariant() {
     let gateway = TestGateway::start(config).await;
 
     let targets = Targets { gateways: vec![gateway.url.clone()], bank: bank.url.clone(), api_key: MERCHANT_A.1.into() };
-    let plan =
-        SoakPlan { payments: 2_000, concurrency: 96, duplicate_share: 0.1, payment_deadline: Duration::from_secs(60) };
+    let plan = SoakPlan {
+        payments: 2_000,
+        concurrency: 96,
+        duplicate_share: 0.1,
+        refund_share: 0.1,
+        payment_deadline: Duration::from_secs(60),
+        store_may_forget: false,
+    };
     let tally = Arc::new(ClientTally::default());
     let clock = std::time::Instant::now();
-    let finals = soak::drive(&targets, &plan, Arc::clone(&tally)).await.unwrap();
+    let driven = soak::drive(&targets, &plan, Arc::clone(&tally)).await.unwrap();
     eprintln!("drive took {:?}", clock.elapsed());
     let stats = bank.stats().await;
     for kind in ["failure", "ambiguous", "timeout", "reset", "throttle", "outage"] {
@@ -50,7 +56,8 @@ async fn two_thousand_payments_through_chaos_keep_every_invariant() {
     }
     let payments = soak::quiesce(&targets, Duration::from_secs(60)).await.unwrap();
     eprintln!("quiesce done at {:?}", clock.elapsed());
-    let report = soak::check(&targets, &finals, &payments, &tally).await.unwrap();
+    let audit = Audit { merchant: MERCHANT_A.0.into(), fingerprint_key: "test-fingerprint-key".into() };
+    let report = soak::check(&targets, &plan, &audit, &driven, &payments, &tally).await.unwrap();
     report.print();
     assert!(report.holds(), "an invariant failed (see the table above)");
     assert_eq!(report.figures["logical payments"], 2_000);

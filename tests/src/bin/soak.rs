@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::json;
-use tests::process::{GatewayProcess, KillOnDrop, free_addr, sibling_binary, wait_healthy};
-use tests::soak::{self, ClientTally, SoakPlan, Targets};
+use tests::process::{FINGERPRINT_KEY, GatewayProcess, KillOnDrop, free_addr, sibling_binary, wait_healthy};
+use tests::soak::{self, Audit, ClientTally, SoakPlan, Targets};
 use tests::{MERCHANT_A, RedisServer};
 
 #[derive(Debug, Parser)]
@@ -37,9 +37,16 @@ struct Args {
     /// kill -9 a gateway at 40 % of the run and restart it.
     #[arg(long)]
     kill_gateway: bool,
+    /// Share of succeeded payments then refunded: two partial refunds at once, then the rest.
+    #[arg(long, env = "SOAK_REFUNDS", default_value_t = 0.2)]
+    refunds: f64,
     /// Kill Redis at 60 % of the run and restart it (its append-only file is fsynced).
     #[arg(long)]
     restart_redis: bool,
+    /// Kill Redis at 60 % of the run and restart it empty, as a Redis without persistence comes
+    /// back: the gateway forgets what it had acknowledged, and must still never charge twice.
+    #[arg(long, conflicts_with = "restart_redis")]
+    lose_redis_data: bool,
     /// Store: `redis` (default when redis-server is installed) or `redb`.
     #[arg(long, env = "SOAK_STORE")]
     store: Option<String>,
@@ -53,8 +60,8 @@ const GATEWAY_ARGS: [&str; 8] =
 async fn run(args: Args) -> anyhow::Result<bool> {
     let redis_installed = std::process::Command::new("redis-server").arg("--version").output().is_ok();
     let store_kind = args.store.clone().unwrap_or_else(|| if redis_installed { "redis" } else { "redb" }.into());
-    if store_kind != "redis" && (args.instances > 1 || args.restart_redis) {
-        bail!("--instances > 1 and --restart-redis need the Redis store (install redis-server)");
+    if store_kind != "redis" && (args.instances > 1 || args.restart_redis || args.lose_redis_data) {
+        bail!("--instances > 1, --restart-redis and --lose-redis-data need the Redis store (install redis-server)");
     }
 
     let bank_addr = free_addr();
@@ -71,7 +78,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut redis = None;
     let dir = std::env::temp_dir().join(format!("rp-soak-{}", uuid::Uuid::new_v4().simple()));
     let store = if store_kind == "redis" {
-        let server = RedisServer::start_persistent("soak").await.context("redis-server is not installed")?;
+        let server = if args.lose_redis_data {
+            RedisServer::start("soak").await
+        } else {
+            RedisServer::start_persistent("soak").await
+        };
+        let server = server.context("redis-server is not installed")?;
         let url = server.url();
         redis = Some(server);
         url
@@ -103,7 +115,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     ]});
     http.post(format!("{bank}/chaos/scenario")).json(&scenario).send().await?.error_for_status()?;
     println!(
-        "soak: {} payments, {} clients, {:.0} % duplicates, {:.0} % faults, {} gateway(s) on {store_kind}{}{}",
+        "soak: {} payments, {} clients, {:.0} % duplicates, {:.0} % faults, {} gateway(s) on {store_kind}{}{}{}",
         args.payments,
         args.concurrency,
         args.duplicates * 100.0,
@@ -111,6 +123,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         gateways.len(),
         if args.kill_gateway { ", kill -9 mid-run" } else { "" },
         if args.restart_redis { ", Redis restarted mid-run" } else { "" },
+        if args.lose_redis_data { ", Redis restarted empty mid-run" } else { "" },
     );
 
     let tally = Arc::new(ClientTally::default());
@@ -118,7 +131,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         payments: args.payments,
         concurrency: args.concurrency,
         duplicate_share: args.duplicates,
+        refund_share: args.refunds,
         payment_deadline: Duration::from_secs(120),
+        store_may_forget: args.lose_redis_data,
     };
     let started = std::time::Instant::now();
     let driving = {
@@ -145,7 +160,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         *victim = GatewayProcess::start_at(&gateway_bin, addr, &bank, &store, &GATEWAY_ARGS).await;
         println!("soak: gateway {addr} restarted at {:.1} s", started.elapsed().as_secs_f64());
     }
-    if args.restart_redis
+    if (args.restart_redis || args.lose_redis_data)
         && let Some(server) = redis.as_mut()
     {
         tests::wait_for("60 % of the run", Duration::from_secs(3_600), || async {
@@ -156,13 +171,15 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         println!("soak: killed Redis at {:.1} s ({})", started.elapsed().as_secs_f64(), chrono::Utc::now());
         tokio::time::sleep(Duration::from_secs(2)).await;
         server.restart().await;
-        println!("soak: Redis restarted at {:.1} s ({})", started.elapsed().as_secs_f64(), chrono::Utc::now());
+        let how = if args.lose_redis_data { "empty" } else { "with its data" };
+        println!("soak: Redis restarted {how} at {:.1} s ({})", started.elapsed().as_secs_f64(), chrono::Utc::now());
     }
 
-    let finals = driving.await??;
+    let driven = driving.await??;
     let drove = started.elapsed();
     let payments = soak::quiesce(&targets, Duration::from_secs(120)).await?;
-    let mut report = soak::check(&targets, &finals, &payments, &tally).await?;
+    let audit = Audit { merchant: MERCHANT_A.0.into(), fingerprint_key: FINGERPRINT_KEY.into() };
+    let mut report = soak::check(&targets, &plan, &audit, &driven, &payments, &tally).await?;
     report.figures.insert("run seconds", drove.as_secs());
     report.figures.insert("payments per second", (args.payments as f64 / drove.as_secs_f64()) as u64);
     println!();
