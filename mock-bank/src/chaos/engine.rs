@@ -146,24 +146,39 @@ impl ChaosEngine {
         status
     }
 
+    /// Applies each step at its offset from the start of its cycle. Never loops faster than the
+    /// steps are due: when the task falls behind (a starved runtime, a paused machine), steps
+    /// already overtaken by a later due step are skipped, and so are whole cycles that ended
+    /// meanwhile; the timeline resumes at the step in effect now.
     async fn run_scenario(self: Arc<Self>, generation: u64, scenario: Scenario) {
-        let mut start = Instant::now();
+        let started = Instant::now();
+        let steps = &scenario.steps;
+        let mut cycle: u32 = 0;
         loop {
-            for (index, step) in scenario.steps.iter().enumerate() {
-                tokio::time::sleep_until(start + step.after).await;
-                if !self.apply_step(generation, index, step.config.clone()) {
+            let cycle_start = started + scenario.repeat_after.unwrap_or_default() * cycle;
+            let mut index = 0;
+            while index < steps.len() {
+                let now = Instant::now();
+                while index + 1 < steps.len() && cycle_start + steps[index + 1].after <= now {
+                    index += 1;
+                }
+                tokio::time::sleep_until(cycle_start + steps[index].after).await;
+                if !self.apply_step(generation, index, steps[index].config.clone()) {
                     return;
                 }
+                index += 1;
             }
             let Some(period) = scenario.repeat_after else { break };
-            tokio::time::sleep_until(start + period).await;
-            start += period;
+            let elapsed = Instant::now().saturating_duration_since(started);
+            let current = u32::try_from(elapsed.as_nanos() / period.as_nanos().max(1)).unwrap_or(u32::MAX);
+            cycle = (cycle + 1).max(current);
+            tokio::time::sleep_until(started + period * cycle).await;
             let mut slot = lock(&self.scenario);
             if slot.generation != generation {
                 return;
             }
             if let Some(status) = slot.status.as_mut() {
-                status.cycle += 1;
+                status.cycle = u64::from(cycle);
             }
         }
         let mut slot = lock(&self.scenario);
@@ -276,6 +291,34 @@ mod tests {
         assert!(!config.outage);
         assert!((config.failure_rate - 0.25).abs() < f64::EPSILON);
         assert!(!engine.scenario_status().active);
+    }
+
+    /// A timeline that fell far behind (here: a clock jumping a day ahead at once) resumes at the
+    /// step in effect now instead of replaying every missed cycle, and never busy-loops.
+    #[tokio::test(start_paused = true)]
+    async fn a_timeline_that_fell_behind_skips_to_the_step_in_effect_now() {
+        let engine = ChaosEngine::new(ChaosConfig::default(), 1);
+        let scenario = Scenario::from_json(json!({
+            "steps": [{"after_s": 0, "preset": "healthy"}, {"after_s": 1, "preset": "outage"}],
+            "repeat_after_s": 2
+        }));
+        let Ok(scenario) = scenario else { panic!("valid scenario refused") };
+        engine.start_scenario(scenario);
+        tokio::task::yield_now().await;
+        let applied_before = engine.scenario_status().current_step;
+        assert_eq!(applied_before, Some(0));
+
+        // One jump of a day and a half-second: 43,200 cycles missed, in the first half of one.
+        tokio::time::advance(Duration::from_millis(86_400_500)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let status = engine.scenario_status();
+        assert_eq!(status.cycle, 43_200, "the missed cycles are skipped, not replayed");
+        assert_eq!(status.current_step, Some(0));
+        assert!(!engine.config().outage);
+        tokio::time::sleep(Duration::from_millis(600)).await; // 1.1 s into the cycle
+        assert!(engine.config().outage, "and it goes on from there");
     }
 
     #[test]

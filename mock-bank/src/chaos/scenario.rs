@@ -11,6 +11,8 @@ use http_conventions::problem::{FieldError, Problem};
 
 pub const MAX_STEPS: usize = 100;
 pub const MAX_OFFSET_S: f64 = 86_400.0;
+/// The shortest period a timeline may repeat with: shorter ones would only spin the timeline.
+pub const MIN_REPEAT_S: f64 = 1.0;
 
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -81,11 +83,15 @@ impl Scenario {
         let repeat_after = match repeat_after_s {
             None | Some(Value::Null) => None,
             Some(value) => match value.as_f64() {
-                Some(s) if s.is_finite() && s > previous && s <= MAX_OFFSET_S => Some(Duration::from_secs_f64(s)),
+                Some(s) if s.is_finite() && s > previous && (MIN_REPEAT_S..=MAX_OFFSET_S).contains(&s) => {
+                    Some(Duration::from_secs_f64(s))
+                }
                 _ => {
                     errors.push(FieldError::new(
                         "repeat_after_s",
-                        "must be a number of seconds after the last step and at most a day",
+                        format!(
+                            "must be a number of seconds after the last step, from {MIN_REPEAT_S} to {MAX_OFFSET_S}"
+                        ),
                     ));
                     None
                 }
@@ -163,6 +169,17 @@ mod tests {
         let wrapped = json!({"steps": [{"after_s": 0, "preset": "outage"}], "repeat_after_s": 10});
         let scenario = Scenario::from_json(wrapped).map_err(|p| p.detail);
         assert_eq!(scenario.ok().and_then(|s| s.repeat_after), Some(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_repeat_period_too_short_to_be_a_timeline_is_refused() {
+        for period in [1e-9, 0.0, 0.5, -1.0] {
+            let body = json!({"steps": [{"after_s": 0, "preset": "flaky"}], "repeat_after_s": period});
+            let Err(problem) = Scenario::from_json(body) else { panic!("accepted repeat_after_s {period}") };
+            assert_eq!(problem.errors[0].field, "repeat_after_s");
+        }
+        let body = json!({"steps": [{"after_s": 0, "preset": "flaky"}], "repeat_after_s": 1});
+        assert!(Scenario::from_json(body).is_ok());
     }
 
     #[test]
