@@ -89,11 +89,12 @@ pub struct Config {
     /// Retries always allowed per second.
     #[arg(long, env = "RETRY_BUDGET_MIN_PER_SEC", default_value_t = 10)]
     pub retry_budget_min_per_sec: u32,
-    /// Calls the breaker judges over.
-    #[arg(long, env = "BREAKER_WINDOW", default_value_t = 20)]
+    /// Calls the breaker judges over (large enough that a bank failing steadily below the
+    /// threshold is never cut off by chance).
+    #[arg(long, env = "BREAKER_WINDOW", default_value_t = 200)]
     pub breaker_window: usize,
     /// Fewest calls before the breaker may open.
-    #[arg(long, env = "BREAKER_MIN_CALLS", default_value_t = 10)]
+    #[arg(long, env = "BREAKER_MIN_CALLS", default_value_t = 100)]
     pub breaker_min_calls: usize,
     /// Failure rate that opens the breaker.
     #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.5)]
@@ -111,7 +112,7 @@ pub struct Config {
     #[arg(long, env = "BREAKER_OPEN_MAX_MS", default_value_t = 60_000)]
     pub breaker_open_max_ms: u64,
     /// Probes admitted while half-open.
-    #[arg(long, env = "BREAKER_HALF_OPEN_PROBES", default_value_t = 3)]
+    #[arg(long, env = "BREAKER_HALF_OPEN_PROBES", default_value_t = 10)]
     pub breaker_half_open_probes: u32,
     /// Bank calls in flight at once; more are refused with 503 `overloaded`.
     #[arg(long, env = "BANK_MAX_CONCURRENCY", default_value_t = 512)]
@@ -142,6 +143,9 @@ pub struct Config {
     /// Log line format on stdout.
     #[arg(long, env = "API_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub connections: http_conventions::serve::ConnectionFlags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,8 +10,13 @@ use resilience::breaker::TripReason;
 use resilience::{Breaker, BreakerConfig, BreakerState, Mode, TransitionReason};
 use tokio::time::advance;
 
+/// Small enough to count by hand: the last 20 calls (at least 10), 3 half-open probes.
+fn small() -> BreakerConfig {
+    BreakerConfig { window_size: 20, minimum_calls: 10, half_open_probes: 3, ..BreakerConfig::default() }
+}
+
 fn breaker() -> Breaker {
-    Breaker::new(BreakerConfig::default()).unwrap()
+    Breaker::new(small()).unwrap()
 }
 
 fn record(breaker: &Breaker, failed: bool, times: usize) {
@@ -74,7 +79,7 @@ async fn slow_success(b: &Breaker, took: Duration) {
 
 #[tokio::test(start_paused = true)]
 async fn opens_on_slow_calls_even_when_they_succeed() {
-    let b = Breaker::new(BreakerConfig { window_size: 10, ..BreakerConfig::default() }).unwrap();
+    let b = Breaker::new(BreakerConfig { window_size: 10, ..small() }).unwrap();
     let mut transitions = b.transitions();
     record(&b, false, 2);
     slow_success(&b, Duration::from_millis(1_000)).await; // exactly the threshold is not slow
@@ -269,7 +274,7 @@ async fn the_watch_always_holds_the_current_snapshot() {
 fn refuses_invalid_configurations() {
     let bad = [
         BreakerConfig { window_size: 0, ..BreakerConfig::default() },
-        BreakerConfig { minimum_calls: 21, ..BreakerConfig::default() },
+        BreakerConfig { minimum_calls: 201, ..BreakerConfig::default() },
         BreakerConfig { failure_rate_threshold: 0.0, ..BreakerConfig::default() },
         BreakerConfig { slow_call_rate_threshold: 1.5, ..BreakerConfig::default() },
         BreakerConfig { open_duration: Duration::ZERO, ..BreakerConfig::default() },
@@ -279,5 +284,36 @@ fn refuses_invalid_configurations() {
     ];
     for config in bad {
         assert!(Breaker::new(config.clone()).is_err(), "{config:?}");
+    }
+}
+
+/// The defaults hold a bank that fails steadily below the threshold: 10,000 calls at 30 %
+/// failures never open the breaker, while at 60 % it opens within its first window.
+#[tokio::test(start_paused = true)]
+async fn the_defaults_ride_out_noise_below_the_threshold_and_trip_promptly_above_it() {
+    for seed in 0..5 {
+        let b = Breaker::new(BreakerConfig::default()).unwrap();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        for call in 0..10_000 {
+            let permit = b.permit().unwrap_or_else(|_| panic!("seed {seed}: opened at call {call} at 30 %"));
+            permit.record(rng.f64() < 0.3);
+            advance(Duration::from_millis(10)).await;
+        }
+        assert_eq!(state(&b), BreakerState::Closed, "seed {seed}");
+        assert_eq!(b.snapshot().rejected, 0);
+
+        let b = Breaker::new(BreakerConfig::default()).unwrap();
+        let mut opened_after = None;
+        for call in 1..=1_000 {
+            let Ok(permit) = b.permit() else { break };
+            permit.record(rng.f64() < 0.6);
+            if state(&b) == BreakerState::Open {
+                opened_after = Some(call);
+                break;
+            }
+            advance(Duration::from_millis(10)).await;
+        }
+        let opened_after = opened_after.unwrap_or_else(|| panic!("seed {seed}: never opened at 60 %"));
+        assert!(opened_after <= 250, "seed {seed}: opened only after {opened_after} calls at 60 %");
     }
 }

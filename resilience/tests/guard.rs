@@ -170,7 +170,8 @@ async fn the_retry_budget_caps_retries_to_a_share_of_calls() {
 
 #[tokio::test(start_paused = true)]
 async fn declines_are_never_retried_nor_counted_as_failures() {
-    let guard = Guard::new(GuardConfig::default()).unwrap();
+    let breaker = BreakerConfig { window_size: 20, minimum_calls: 10, ..BreakerConfig::default() };
+    let guard = Guard::new(GuardConfig { breaker, ..GuardConfig::default() }).unwrap();
     for _ in 0..30 {
         let report = guard.call(|_| answer(Answer::Declined), classify).await;
         assert_eq!(report.attempts, 1);
@@ -281,7 +282,7 @@ async fn the_concurrency_limit_fails_fast() {
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_call_frees_its_probe_slot_and_its_concurrency_slot() {
     let config = GuardConfig {
-        breaker: BreakerConfig { minimum_calls: 1, ..BreakerConfig::default() },
+        breaker: BreakerConfig { minimum_calls: 1, half_open_probes: 3, ..BreakerConfig::default() },
         ..GuardConfig::default()
     };
     let guard = Guard::new(config).unwrap();

@@ -23,7 +23,8 @@ pub struct TestGateway {
 
 impl TestGateway {
     /// A configuration with both test merchants and quick timings: 300 ms attempts, a 1.5 s
-    /// deadline, a 2 s lease, a 500 ms breaker open period and a reconciler every 100 ms.
+    /// deadline, a 2 s lease, a breaker over the last 20 calls (at least 10, 3 probes) open for
+    /// 500 ms, and a reconciler every 100 ms.
     pub fn config(bank_url: &str, store: &str) -> Config {
         let mut config = Config::for_tests(bank_url, store, &[MERCHANT_A, MERCHANT_B]);
         config.attempt_timeout_ms = 300;
@@ -32,6 +33,9 @@ impl TestGateway {
         config.backoff_max_ms = 50;
         config.lease_ms = 2_000;
         config.breaker_open_ms = 500;
+        config.breaker_window = 20;
+        config.breaker_min_calls = 10;
+        config.breaker_half_open_probes = 3;
         config.reconcile_interval_ms = 100;
         config.commit_window_ms = 5_000;
         config.retry_budget_min_per_sec = 1_000;

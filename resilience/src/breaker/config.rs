@@ -2,9 +2,17 @@ use std::time::Duration;
 
 use crate::error::{ConfigError, ensure};
 
-/// Circuit-breaker settings. The defaults are the contract's: the last 20 calls (at least 10),
-/// open at ≥ 50 % failures or ≥ 80 % slow calls (> 1 s), open 5 s at first and twice as long on
-/// each repeated trip up to 60 s, 3 probes when half-open.
+/// Circuit-breaker settings. The defaults: the last 200 calls (at least 100), open at ≥ 50 %
+/// failures or ≥ 80 % slow calls (> 1 s), open 5 s at first and twice as long on each repeated
+/// trip up to 60 s, 10 probes when half-open.
+///
+/// Why so many calls: a breaker must not cut off a bank that fails steadily below its threshold.
+/// Over a window of 20 calls, a bank failing 30 % of the time crosses 50 % in about one window in
+/// twenty by chance alone, and 3 half-open probes fail together a fifth of the time, doubling the
+/// open period. Over 200 calls (judged from 100 on), the same bank stays under the threshold for
+/// hundreds of thousands of calls (about 5 standard deviations away), while a bank failing 60 %
+/// still trips within a window. Ten probes are resilience4j's default, and a fair sample. (These
+/// supersede the first contract's 20 / 10 / 3.)
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerConfig {
     /// How many recent calls the failure and slow-call rates are computed over.
@@ -31,15 +39,15 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
-            window_size: 20,
-            minimum_calls: 10,
+            window_size: 200,
+            minimum_calls: 100,
             failure_rate_threshold: 0.5,
             slow_call_rate_threshold: 0.8,
             slow_call_duration: Duration::from_secs(1),
             open_duration: Duration::from_secs(5),
             open_duration_multiplier: 2.0,
             max_open_duration: Duration::from_secs(60),
-            half_open_probes: 3,
+            half_open_probes: 10,
         }
     }
 }
