@@ -5,7 +5,13 @@ use axum::http::{StatusCode, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::card::{Redact, redact_card_numbers};
 use crate::problem::{FieldError, Problem};
+
+/// A parser's message about what the client sent, without any card number it may echo.
+fn echoed(message: impl std::fmt::Display) -> String {
+    redact_card_numbers(&message.to_string(), Redact::AllLongNumbers).into_owned()
+}
 
 /// A JSON request body. Syntax errors are 400, well-formed JSON of the wrong shape is 422, a body
 /// over the limit is 413, and a declared non-JSON content type is 415.
@@ -61,7 +67,7 @@ async fn read_json_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
         } else {
-            Problem::invalid_request(rejection.body_text())
+            Problem::invalid_request(echoed(rejection.body_text()))
         }
     })
 }
@@ -69,8 +75,8 @@ async fn read_json_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<
 /// Parses JSON: malformed input is 400, a well-formed body of the wrong shape is 422.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     serde_json::from_slice(bytes).map_err(|error| match error.classify() {
-        serde_json::error::Category::Data => Problem::validation(vec![FieldError::new("body", error.to_string())]),
-        _ => Problem::invalid_request(format!("malformed JSON: {error}")),
+        serde_json::error::Category::Data => Problem::validation(vec![FieldError::new("body", echoed(&error))]),
+        _ => Problem::invalid_request(format!("malformed JSON: {}", echoed(&error))),
     })
 }
 
@@ -85,7 +91,7 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|query| Query(query.0))
-            .map_err(|rejection| Problem::invalid_request(rejection.body_text()))
+            .map_err(|rejection| Problem::invalid_request(echoed(rejection.body_text())))
     }
 }
 
@@ -100,6 +106,6 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|path| Path(path.0))
-            .map_err(|rejection| Problem::invalid_request(rejection.body_text()))
+            .map_err(|rejection| Problem::invalid_request(echoed(rejection.body_text())))
     }
 }

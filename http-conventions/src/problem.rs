@@ -4,6 +4,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::card::{Redact, redact_card_numbers};
+
 /// One invalid field of a request, named by its JSON path (`card.number`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
@@ -75,6 +77,7 @@ impl Problem {
             "store_unavailable" => "The idempotency store is unavailable",
             "outcome_unknown" => "The outcome is not known yet; retry with the same Idempotency-Key",
             "internal_error" => "Internal error",
+            "request_timeout" => "The request did not arrive in time",
             _ => "Error",
         }
     }
@@ -97,16 +100,42 @@ pub struct ProblemBody<'a> {
     pub errors: &'a [FieldError],
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let body = ProblemBody {
+/// The document of a problem as it goes on the wire.
+#[derive(Debug, Serialize)]
+pub struct OwnedProblemBody {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    code: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
+}
+
+impl Problem {
+    /// The problem+json document, with any card number hidden: whatever built this problem, no
+    /// card number leaves in it.
+    pub fn body(&self) -> OwnedProblemBody {
+        let hide = |text: &str| redact_card_numbers(text, Redact::CardNumbers).into_owned();
+        OwnedProblemBody {
             kind: format!("urn:resilient-pay:problem:{}", self.code),
             title: self.title(),
             status: self.status.as_u16(),
-            detail: &self.detail,
+            detail: hide(&self.detail),
             code: self.code,
-            errors: &self.errors,
-        };
+            errors: self
+                .errors
+                .iter()
+                .map(|e| FieldError { field: hide(&e.field), message: hide(&e.message) })
+                .collect(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = self.body();
         // Serialising a struct of strings and integers cannot fail; fall back to an empty body anyway.
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, bytes).into_response();

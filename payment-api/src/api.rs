@@ -26,7 +26,7 @@ use tracing::Instrument;
 use utoipa::OpenApi;
 
 use crate::App;
-use crate::auth::{Merchant, secret_matches};
+use crate::auth::{Merchant, authorization, bearer, secret_matches};
 use crate::events::BreakerView;
 use crate::gateway::{Answer, store_problem};
 use crate::model::{CreatePayment, PaymentStatus, PublicPayment};
@@ -96,7 +96,10 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
 /// Resolves the merchant from `Authorization: Bearer <secret>` (401 otherwise) and applies the
 /// merchant's rate limit (429 past it).
 async fn authenticate(State(app): State<Arc<App>>, mut request: Request, next: Next) -> Response {
-    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = match authorization(request.headers()) {
+        Ok(header) => header,
+        Err(problem) => return problem.into_response(),
+    };
     let Some(merchant) = app.keys.authenticate(header) else {
         return unauthorized("send a valid API key as `Authorization: Bearer <secret>`");
     };
@@ -126,12 +129,15 @@ fn unauthorized(detail: &str) -> Response {
     response
 }
 
-/// Admin routes need `Authorization: Bearer <ADMIN_KEY>`; a merchant key is 403.
+/// Admin routes need `Authorization: Bearer <ADMIN_KEY>` (that scheme only); a merchant key is 403.
 async fn authenticate_admin(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let token = header.and_then(|h| h.trim().split_once(' ')).map(|(_, token)| token.trim()).unwrap_or_default();
+    let header = match authorization(request.headers()) {
+        Ok(header) => header,
+        Err(problem) => return problem.into_response(),
+    };
+    let token = header.and_then(bearer);
     match &app.admin_key {
-        Some(admin) if secret_matches(admin, token) => next.run(request).await,
+        Some(admin) if token.is_some_and(|token| secret_matches(admin, token)) => next.run(request).await,
         Some(_) if app.keys.authenticate(header).is_some() => {
             Problem::new(StatusCode::FORBIDDEN, "forbidden", "this route needs the admin key, not a merchant key")
                 .into_response()

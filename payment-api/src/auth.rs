@@ -1,6 +1,8 @@
 //! `Authorization: Bearer <secret>` → the merchant. Secrets are compared in constant time, and
 //! every configured key is compared, so timing tells nothing about which key nearly matched.
 
+use axum::http::{HeaderMap, StatusCode, header};
+use http_conventions::problem::Problem;
 use subtle::ConstantTimeEq;
 
 use crate::config::ApiKey;
@@ -38,7 +40,19 @@ impl Keys {
     }
 }
 
-fn bearer(header: &str) -> Option<&str> {
+/// The request's one `Authorization` header value, if any. Two of them are refused (400): which
+/// one would count is up to whoever reads them, so a proxy and this server could disagree.
+pub fn authorization(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid_request", "send exactly one Authorization header"));
+    }
+    Ok(first.and_then(|v| v.to_str().ok()))
+}
+
+/// The token of `Bearer <token>` (the scheme in any case); any other scheme is no credential.
+pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
@@ -62,6 +76,7 @@ mod tests {
         assert_eq!(keys.authenticate(Some("bearer  secret-of-a-123 ")), Some(Merchant("a".into())));
         assert_eq!(keys.authenticate(Some("Bearer secret-of-a-12")), None);
         assert_eq!(keys.authenticate(Some("Basic secret-of-a-123")), None);
+        assert_eq!(keys.authenticate(Some("Token secret-of-a-123")), None);
         assert_eq!(keys.authenticate(None), None);
         assert!(secret_matches("admin-key", "admin-key") && !secret_matches("admin-key", "admin-kez"));
     }
