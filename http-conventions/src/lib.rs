@@ -7,6 +7,8 @@
 //! - [`idempotency`]: the `Idempotency-Key` header (1..=255 visible ASCII; a quoted sf-string and
 //!   a bare token are the same key);
 //! - [`request_id`]: `X-Request-Id`, echoed or generated, on every response and log line;
+//! - [`serve`]: HTTP/1.1 connections with header-read, body-read and idle timeouts, a connection
+//!   limit, `Connection: close` on early answers, and problem+json for unparsable requests;
 //! - [`shutdown`]: the Ctrl-C / SIGTERM signal every service stops on;
 //! - [`card`]: Luhn checks, brands, and the card summary (brand + last four) that is all a service
 //!   may keep of a card.
@@ -16,6 +18,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod problem;
 pub mod request_id;
+pub mod serve;
 pub mod shutdown;
 
 pub use card::{CardInput, CardSummary};

@@ -60,6 +60,9 @@ pub struct Config {
     /// Log line format.
     #[arg(long, env = "BANK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub connections: http_conventions::serve::ConnectionFlags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,6 +88,7 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             log: "info".to_owned(),
             log_format: LogFormat::Text,
+            connections: http_conventions::serve::ConnectionFlags::default(),
         }
     }
 }
@@ -111,6 +115,7 @@ mod tests {
         assert_eq!(parsed.currencies, default.currencies);
         assert_eq!(parsed.max_amount, default.max_amount);
         assert_eq!(parsed.max_body_bytes, default.max_body_bytes);
+        assert_eq!(parsed.connections, default.connections);
     }
 
     #[test]
@@ -122,7 +127,9 @@ mod tests {
             if matches!(id, "help" | "version") {
                 continue;
             }
-            assert!(arg.get_env().is_some_and(|env| env.to_string_lossy().starts_with("BANK_")), "--{id}: env");
+            // The connection limits are the same flags on every service (`HTTP_…`).
+            let env = arg.get_env().map(|env| env.to_string_lossy().into_owned()).unwrap_or_default();
+            assert!(env.starts_with("BANK_") || env.starts_with("HTTP_"), "--{id}: env");
             assert!(arg.get_help().is_some(), "--{id}: help");
         }
     }

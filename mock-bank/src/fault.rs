@@ -22,9 +22,9 @@ use tracing::info;
 
 use crate::Bank;
 use crate::chaos::{Fault, FaultKind, LostAnswer};
-use crate::server::ConnectionControl;
 use http_conventions::problem::Problem;
 use http_conventions::request_id::RequestId;
+use http_conventions::serve::ConnectionControl;
 
 /// Per-request override of the drawn fault kind.
 pub const FAULT_HEADER: &str = "x-chaos-fault";
@@ -122,7 +122,7 @@ async fn reset(connection: Option<ConnectionControl>) -> Response {
             // The connection task drops this future together with the connection.
             std::future::pending().await
         }
-        // Only reachable if the router is served without `server::serve`.
+        // Only reachable if the router is served without `http_conventions::serve`.
         None => internal_error(),
     }
 }

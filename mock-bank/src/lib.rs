@@ -8,8 +8,8 @@
 //! - [`ledger`] holds charges, refunds, card accounts and idempotency keys; [`card`] has the
 //!   decline rules and test cards.
 //! - [`chaos`] decides faults deterministically from a seed and a live configuration;
-//!   [`fault`] performs them on the wire; [`server`] owns the connections so that a fault can
-//!   reset one.
+//!   [`fault`] performs them on the wire, resetting a connection through the shared server
+//!   (`http_conventions::serve`) when a fault calls for it.
 //! - [`api`] is the HTTP surface; errors, JSON bodies, idempotency keys and request ids follow the
 //!   shared `http-conventions` crate.
 //!
@@ -22,7 +22,6 @@ pub mod chaos;
 pub mod config;
 pub mod fault;
 pub mod ledger;
-pub mod server;
 pub mod telemetry;
 
 use std::future::Future;
@@ -30,6 +29,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tracing::info;
+
+/// How long shutdown waits for open connections (and their in-flight requests) to finish.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub use config::{Config, LogFormat};
 
@@ -89,7 +91,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         seed = chaos.seed,
         "mock-bank listening"
     );
-    server::serve(listener, api::router(bank), shutdown).await?;
+    let limits = bank.config.connections.limits(DRAIN_TIMEOUT);
+    http_conventions::serve::serve(listener, api::router(Arc::clone(&bank)), limits, shutdown).await?;
     info!("mock-bank stopped");
     Ok(())
 }

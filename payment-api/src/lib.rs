@@ -96,21 +96,13 @@ pub async fn run(
         merchants = config.api_keys.len(),
         "payment-api listening"
     );
-    let deadline = std::time::Duration::from_millis(config.shutdown_timeout_ms);
-    let mut draining = stopping.subscribe();
     let signal = async move {
         shutdown.await;
         info!("shutting down: no new connections; finishing in-flight requests");
         let _ = stopping.send(true);
     };
-    let server = axum::serve(listener, api::router(Arc::clone(&app))).with_graceful_shutdown(signal);
-    tokio::select! {
-        served = server => served?,
-        () = async {
-            let _ = draining.wait_for(|stopping| *stopping).await;
-            tokio::time::sleep(deadline).await;
-        } => tracing::warn!(deadline_ms = config.shutdown_timeout_ms, "requests still in flight at the shutdown deadline; stopping anyway"),
-    }
+    let limits = config.connections.limits(std::time::Duration::from_millis(config.shutdown_timeout_ms));
+    http_conventions::serve::serve(listener, api::router(Arc::clone(&app)), limits, signal).await?;
     drop(background);
     info!("payment-api stopped");
     Ok(())
