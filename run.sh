@@ -13,6 +13,8 @@
 #                          benchmarks; load drives a running gateway (see README.md)
 #   ./run.sh soak [--payments N] [--kill-gateway] [--restart-redis] [--instances 2]
 #                          payments through chaos, then the invariants checked (see README.md)
+#   ./run.sh fuzz [N]      validate /openapi.json and run schemathesis (every phase, every
+#                          check, N examples per operation, default 100) against a fresh gateway
 #
 # Works from any directory; stops everything it started on exit, Ctrl-C or error.
 set -euo pipefail
@@ -199,17 +201,71 @@ cmd_bench() {
   esac
 }
 
+# Schemathesis and an OpenAPI validator, pinned, in a virtualenv kept between runs.
+FUZZ_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/resilient-pay/fuzz-venv-1"
+fuzz_tools() {
+  need python3 "Install Python 3 (apt-get install python3 python3-venv)."
+  if [ ! -x "$FUZZ_VENV/bin/schemathesis" ]; then
+    say "Installing schemathesis into $FUZZ_VENV..."
+    rm -rf "$FUZZ_VENV"
+    python3 -m venv "$FUZZ_VENV" || die "cannot create a virtualenv (apt-get install python3-venv)"
+    "$FUZZ_VENV/bin/pip" install --quiet --disable-pip-version-check \
+      "schemathesis==4.32.5" "openapi-spec-validator==0.9.0" || die "cannot install schemathesis from PyPI"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+cmd_fuzz() {
+  local examples="${1:-100}"
+  need cargo "Install Rust (https://rustup.rs)."
+  need curl "Install curl (apt-get install curl)."
+  fuzz_tools
+  cargo build --quiet -p mock-bank -p payment-api
+  local dir="$RUN_DIR/fuzz" bank_port api_port
+  rm -rf "$dir"; mkdir -p "$dir"
+  bank_port=$(free_port); api_port=$(free_port)
+  local merchant_key="sk_fuzz_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  local admin_key="admin_fuzz_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  BANK_LISTEN="127.0.0.1:$bank_port" BANK_LOG=warn "$ROOT/target/debug/mock-bank" >"$dir/mock-bank.log" 2>&1 &
+  PIDS+=("$!")
+  wait_healthy "http://127.0.0.1:$bank_port" fuzz/mock-bank
+  API_LISTEN="127.0.0.1:$api_port" BANK_URL="http://127.0.0.1:$bank_port" STORE_URL=memory \
+    API_KEYS="fuzz:$merchant_key" ADMIN_KEY="$admin_key" RATE_LIMIT_PER_SEC=100000 RATE_LIMIT_BURST=100000 \
+    API_LOG=warn "$ROOT/target/debug/payment-api" >"$dir/payment-api.log" 2>&1 &
+  PIDS+=("$!")
+  local api="http://127.0.0.1:$api_port"
+  wait_healthy "$api" fuzz/payment-api
+  curl -fsS "$api/openapi.json" -o "$dir/openapi.json"
+  say "== OpenAPI 3.1 validation"
+  "$FUZZ_VENV/bin/python" -c 'import json, sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1]))); print("openapi.json is valid OpenAPI 3.1")' "$dir/openapi.json"
+  # Every phase (examples, coverage, fuzzing, stateful) and every check; fuzz/schemathesis.toml says
+  # where positive-data acceptance cannot apply. Merchant routes with a merchant key, admin routes
+  # with the admin key; the endless event stream is left out.
+  local common=(--max-examples "$examples" --seed 42 --request-timeout 10 --workers 1 --generation-deterministic)
+  say "== schemathesis: merchant routes"
+  (cd "$ROOT/fuzz" && "$FUZZ_VENV/bin/schemathesis" run "$dir/openapi.json" --url "$api" "${common[@]}" \
+    -H "Authorization: Bearer $merchant_key" --exclude-path-regex '^/admin')
+  say "== schemathesis: admin routes"
+  (cd "$ROOT/fuzz" && "$FUZZ_VENV/bin/schemathesis" run "$dir/openapi.json" --url "$api" "${common[@]}" \
+    -H "Authorization: Bearer $admin_key" --include-path /admin/breaker --phases examples,coverage,fuzzing)
+  say "fuzz: the document is valid and the gateway kept to it"
+}
+
 case "${1:-}" in
   "") cmd_start 0 ;;
   --headless) cmd_start 1 ;;
   test) shift; cmd_test "$@" ;;
   bench) shift; cmd_bench "$@" ;;
+  fuzz) shift; cmd_fuzz "$@" ;;
   soak)
     shift
     build_release -p mock-bank -p payment-api
     build_release -p tests --bin soak
     "$ROOT/target/release/soak" "$@"
     ;;
-  -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$1' (try ./run.sh --help)" ;;
 esac

@@ -10,13 +10,17 @@ use crate::problem::FieldError;
 #[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardInput {
-    /// 12 to 19 digits, Luhn-valid.
+    /// 12 to 19 digits, passing the Luhn check.
+    #[schema(pattern = r"^[0-9]{12,19}$")]
     pub number: String,
     /// 1 to 12.
+    #[schema(minimum = 1, maximum = 12)]
     pub exp_month: u32,
     /// Four digits, 2000 to 2099.
+    #[schema(minimum = 2000, maximum = 2099)]
     pub exp_year: i32,
     /// 3 or 4 digits.
+    #[schema(pattern = r"^[0-9]{3,4}$")]
     pub cvc: String,
 }
 

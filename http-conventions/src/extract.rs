@@ -18,7 +18,7 @@ fn echoed(message: impl std::fmt::Display) -> String {
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-/// Like [`JsonBody`], but an empty body stands for `T::default()`.
+/// Like [`JsonBody`], but an empty body (or a bare JSON `null`) stands for `T::default()`.
 #[derive(Debug)]
 pub struct OptionalJsonBody<T>(pub T);
 
@@ -39,7 +39,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
         let bytes = read_json_bytes(request, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
             return Ok(OptionalJsonBody(T::default()));
         }
         parse_json(&bytes).map(OptionalJsonBody)

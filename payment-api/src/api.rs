@@ -23,14 +23,12 @@ use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tracing::Instrument;
-use utoipa::OpenApi;
 
 use crate::App;
 use crate::auth::{Merchant, authorization, bearer, secret_matches};
 use crate::events::BreakerView;
 use crate::gateway::{Answer, store_problem};
 use crate::model::{CreatePayment, PaymentStatus, PublicPayment};
-use crate::openapi::ApiDoc;
 use crate::store::PaymentFilter;
 
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
@@ -47,7 +45,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/breaker", get(get_breaker).put(put_breaker))
         .route("/admin/stream", get(stream))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), authenticate_admin));
-    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi());
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .url("/openapi.json", crate::openapi::document(&app.gateway.settings.currencies));
     Router::new()
         .merge(merchant_routes)
         .merge(admin_routes)
@@ -135,9 +134,11 @@ async fn authenticate_admin(State(app): State<Arc<App>>, request: Request, next:
         Ok(header) => header,
         Err(problem) => return problem.into_response(),
     };
-    let token = header.and_then(bearer);
+    let Some(token) = header.and_then(bearer) else {
+        return unauthorized("send the admin key as `Authorization: Bearer <ADMIN_KEY>`");
+    };
     match &app.admin_key {
-        Some(admin) if token.is_some_and(|token| secret_matches(admin, token)) => next.run(request).await,
+        Some(admin) if secret_matches(admin, token) => next.run(request).await,
         Some(_) if app.keys.authenticate(header).is_some() => {
             Problem::new(StatusCode::FORBIDDEN, "forbidden", "this route needs the admin key, not a merchant key")
                 .into_response()
@@ -171,18 +172,20 @@ fn request_id_of(request_id: &Option<axum::Extension<RequestId>>) -> String {
 #[utoipa::path(
     post, path = "/v1/payments", tag = "payments",
     request_body = CreatePayment,
-    params(("Idempotency-Key" = String, Header, description = "1 to 255 visible ASCII characters; the same key never charges twice")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = r"^[!#-~][!-~]{0,254}$", description = "1 to 255 visible ASCII characters (a quoted structured-field string names the same key); the same key never acts twice")),
     responses(
         (status = 201, description = "Succeeded (or a replay, with `Idempotent-Replayed: true`)", body = PublicPayment),
         (status = 202, description = "Processing: the bank's outcome is not known yet; the reconciler settles it", body = PublicPayment),
-        (status = 402, description = "Declined by the bank", body = PublicPayment),
-        (status = 400, description = "Malformed request or missing key", body = http_conventions::problem::ProblemBody),
-        (status = 401, description = "No valid API key", body = http_conventions::problem::ProblemBody),
-        (status = 409, description = "A request with this key is in flight (`Retry-After`)", body = http_conventions::problem::ProblemBody),
-        (status = 413, description = "Body over 16 KiB", body = http_conventions::problem::ProblemBody),
-        (status = 422, description = "Invalid fields, or the key was used with another body", body = http_conventions::problem::ProblemBody),
-        (status = 429, description = "Rate limited (`Retry-After`)", body = http_conventions::problem::ProblemBody),
-        (status = 503, description = "Not charged: bank unavailable, circuit open, overloaded or store unavailable (`Retry-After`)", body = http_conventions::problem::ProblemBody),
+        (status = 402, description = "Declined by the bank (or refused by it)", body = PublicPayment),
+        (status = 400, description = "Malformed request, a missing or invalid key, or two Authorization headers", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this key is in flight (`Retry-After`)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit (16 KiB by default)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is declared as something other than JSON", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or the key was used with another body", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (`Retry-After`)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Not charged (`bank_unavailable`, `circuit_open`, `overloaded`, `store_unavailable`), or the outcome not recorded yet (`outcome_unknown`: retry the same key); `Retry-After`", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
@@ -202,9 +205,12 @@ pub async fn create_payment(
     get, path = "/v1/payments/{id}", tag = "payments",
     params(("id" = String, Path, description = "pay_<uuid>")),
     responses(
-        (status = 200, body = PublicPayment),
-        (status = 401, body = http_conventions::problem::ProblemBody),
-        (status = 404, description = "No such payment (another merchant's included)", body = http_conventions::problem::ProblemBody),
+        (status = 200, description = "The payment", body = PublicPayment),
+        (status = 400, description = "Malformed request or two Authorization headers", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such payment (another merchant's included)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (`Retry-After`)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unreachable (`Retry-After`)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
@@ -234,13 +240,15 @@ pub struct PaymentList<'a> {
     params(
         ("order_id" = Option<String>, Query, description = "Only this order's payments"),
         ("status" = Option<PaymentStatus>, Query, description = "Only payments in this status"),
-        ("limit" = Option<usize>, Query, description = "1 to 100, default 20"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
         ("starting_after" = Option<String>, Query, description = "A payment id: the page after it"),
     ),
     responses(
-        (status = 200, body = PaymentList),
-        (status = 400, body = http_conventions::problem::ProblemBody),
-        (status = 401, body = http_conventions::problem::ProblemBody),
+        (status = 200, description = "A page of payments", body = PaymentList),
+        (status = 400, description = "An unknown parameter, a bad value, or two Authorization headers", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (`Retry-After`)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unreachable (`Retry-After`)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
@@ -284,6 +292,7 @@ pub async fn list_payments(
 pub struct CreateRefund {
     /// Minor units; omitted: what is left to refund.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
     amount: Option<i64>,
 }
 
@@ -293,14 +302,21 @@ pub struct CreateRefund {
     request_body(content = Option<CreateRefund>, description = "Optional; no amount refunds the rest"),
     params(
         ("id" = String, Path, description = "pay_<uuid>"),
-        ("Idempotency-Key" = String, Header, description = "The same key never refunds twice"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = r"^[!#-~][!-~]{0,254}$", description = "1 to 255 visible ASCII characters (a quoted structured-field string names the same key); the same key never acts twice"),
     ),
     responses(
         (status = 201, description = "Refunded (or a replay, with `Idempotent-Replayed: true`)", body = crate::model::PublicRefund),
-        (status = 404, body = http_conventions::problem::ProblemBody),
-        (status = 409, description = "The payment is not refundable (`invalid_state`), or the key is in use", body = http_conventions::problem::ProblemBody),
-        (status = 422, description = "Over-refund, or the key was used with another body", body = http_conventions::problem::ProblemBody),
-        (status = 503, body = http_conventions::problem::ProblemBody),
+        (status = 202, description = "Pending: the bank's answer is unknown; the reconciler settles it, and the same key then replays the final refund", body = crate::model::PublicRefund),
+        (status = 400, description = "Malformed request, a missing or invalid key, or two Authorization headers", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such payment", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "The payment is not refundable (`invalid_state`), or the key is in use (`Retry-After`)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is declared as something other than JSON", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Over-refund, invalid fields, or the key was used with another body", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (`Retry-After`)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Not refunded (`bank_unavailable`, `store_unavailable`), or the outcome not recorded yet (`outcome_unknown`: retry the same key); `Retry-After`", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
@@ -318,7 +334,7 @@ pub async fn create_refund(
 }
 
 /// The process is alive.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "`{\"status\":\"ok\"}`")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "`{\"status\":\"ok\"}`", content_type = "application/json")))]
 pub async fn healthz() -> Response {
     json_response(Answer { status: 200, body: r#"{"status":"ok"}"#.into(), replayed: false })
 }
@@ -326,7 +342,7 @@ pub async fn healthz() -> Response {
 /// Ready to take payments: the store answers.
 #[utoipa::path(
     get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Ready"), (status = 503, description = "The store is unreachable", body = http_conventions::problem::ProblemBody))
+    responses((status = 200, description = "Ready: `{\"status\":\"ready\",\"store\":…}`", content_type = "application/json"), (status = 503, description = "The store is unreachable", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"))
 )]
 pub async fn readyz(State(app): State<Arc<App>>) -> Result<Response, Problem> {
     app.gateway.store.ping().await.map_err(|error| {
@@ -356,7 +372,12 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
 /// The circuit breaker now.
 #[utoipa::path(
     get, path = "/admin/breaker", tag = "admin",
-    responses((status = 200, body = BreakerView), (status = 401, body = http_conventions::problem::ProblemBody), (status = 403, body = http_conventions::problem::ProblemBody)),
+    responses(
+        (status = 200, description = "The breaker's state and numbers", body = BreakerView),
+        (status = 400, description = "Two Authorization headers", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No admin key", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "A merchant key, or admin routes disabled (no ADMIN_KEY)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
     security(("admin_key" = []))
 )]
 pub async fn get_breaker(State(app): State<Arc<App>>) -> Response {
@@ -367,34 +388,45 @@ pub async fn get_breaker(State(app): State<Arc<App>>) -> Response {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerMode {
-    /// `forced_open`, `forced_closed` or `auto`.
-    state: String,
+    state: ModeName,
+}
+
+/// Force the breaker open or closed, or let its policy decide again.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeName {
+    ForcedOpen,
+    ForcedClosed,
+    Auto,
 }
 
 /// Force the breaker open or closed, or return it to automatic.
 #[utoipa::path(
     put, path = "/admin/breaker", tag = "admin",
     request_body = BreakerMode,
-    responses((status = 200, body = BreakerView), (status = 422, body = http_conventions::problem::ProblemBody), (status = 401, body = http_conventions::problem::ProblemBody)),
+    responses(
+        (status = 200, description = "The breaker after the change", body = BreakerView),
+        (status = 400, description = "Malformed JSON or two Authorization headers", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No admin key", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "A merchant key, or admin routes disabled (no ADMIN_KEY)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is declared as something other than JSON", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Not one of the modes", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
     security(("admin_key" = []))
 )]
 pub async fn put_breaker(
     State(app): State<Arc<App>>,
     JsonBody(body): JsonBody<BreakerMode>,
 ) -> Result<Response, Problem> {
-    let mode = match body.state.as_str() {
-        "forced_open" => Mode::ForcedOpen,
-        "forced_closed" => Mode::ForcedClosed,
-        "auto" => Mode::Auto,
-        other => {
-            return Err(Problem::validation(vec![http_conventions::FieldError::new(
-                "state",
-                format!("must be forced_open, forced_closed or auto, not `{other}`"),
-            )]));
-        }
+    let mode = match body.state {
+        ModeName::ForcedOpen => Mode::ForcedOpen,
+        ModeName::ForcedClosed => Mode::ForcedClosed,
+        ModeName::Auto => Mode::Auto,
     };
     app.gateway.guard.breaker().set_mode(mode);
-    tracing::warn!(state = body.state, "operator set the circuit breaker");
+    tracing::warn!(state = ?body.state, "operator set the circuit breaker");
     Ok(json(200, &BreakerView::of(app.gateway.guard.breaker())))
 }
 
@@ -402,7 +434,12 @@ pub async fn put_breaker(
 /// records; `lagged` tells a slow reader how many events it missed.
 #[utoipa::path(
     get, path = "/admin/stream", tag = "admin",
-    responses((status = 200, description = "An endless text/event-stream", content_type = "text/event-stream")),
+    responses(
+        (status = 200, description = "An endless text/event-stream", content_type = "text/event-stream"),
+        (status = 400, description = "Two Authorization headers", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No admin key", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 403, description = "A merchant key, or admin routes disabled (no ADMIN_KEY)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
     security(("admin_key" = []))
 )]
 pub async fn stream(State(app): State<Arc<App>>) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {

@@ -406,18 +406,55 @@ impl Payment {
 
 /// `POST /v1/payments` body.
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "amount": 1999, "currency": "USD", "order_id": "order-42",
+    "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}
+}))]
 #[serde(deny_unknown_fields)]
 pub struct CreatePayment {
     /// Minor units (1999 = 19.99), at least 1.
+    #[schema(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
     pub amount: i64,
+    /// One of the configured currencies (ISO 4217).
+    #[schema(pattern = r"^[A-Z]{3}$")]
     pub currency: String,
     pub card: CardInput,
+    /// 1 to 128 characters, none of them control characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub order_id: Option<String>,
+    /// At most 1,000 characters, none of them control characters.
     #[serde(default)]
+    #[schema(max_length = 1000, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub description: Option<String>,
+    /// At most 20 keys of 1 to 40 characters, each with a value of at most 500; no control
+    /// characters.
     #[serde(default)]
+    #[schema(schema_with = metadata_schema)]
     pub metadata: BTreeMap<String, String>,
+}
+
+/// The schema of `metadata`, with the limits `CreatePayment::validate` enforces.
+fn metadata_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    let printable = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .max_properties(Some(MAX_METADATA_KEYS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_METADATA_KEY))
+                .pattern(Some(printable)),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(MAX_METADATA_VALUE))
+                .pattern(Some(printable)),
+        ))
+        .build()
 }
 
 impl std::fmt::Debug for CreatePayment {

@@ -1,6 +1,8 @@
 //! The OpenAPI document, generated from the handlers' annotations and the wire types.
 
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 #[derive(Debug, OpenApi)]
@@ -39,5 +41,37 @@ impl Modify for Security {
         let bearer = || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
         components.add_security_scheme("api_key", bearer());
         components.add_security_scheme("admin_key", bearer());
+    }
+}
+
+/// The document as this gateway serves it: the currencies it accepts are the configured ones.
+pub fn document(currencies: &[String]) -> utoipa::openapi::OpenApi {
+    let mut document = ApiDoc::openapi();
+    let payment = document.components.as_mut().and_then(|c| c.schemas.get_mut("CreatePayment"));
+    if let Some(RefOr::T(Schema::Object(payment))) = payment
+        && let Some(RefOr::T(Schema::Object(currency))) = payment.properties.get_mut("currency")
+    {
+        currency.enum_values = Some(currencies.iter().map(|c| serde_json::Value::from(c.as_str())).collect());
+    }
+    link_payments_to_their_operations(&mut document);
+    document
+}
+
+/// OpenAPI links from a created payment to the operations that take its id, so that a client
+/// generator or a stateful fuzzer knows where the id goes.
+fn link_payments_to_their_operations(document: &mut utoipa::openapi::OpenApi) {
+    let Some(create) = document.paths.paths.get_mut("/v1/payments").and_then(|item| item.post.as_mut()) else {
+        return;
+    };
+    let link =
+        |operation: &str| LinkBuilder::new().operation_id(operation).parameter("id", "$response.body#/id").build();
+    for (status, operations) in
+        [("201", &["get_payment", "create_refund"][..]), ("202", &["get_payment"]), ("402", &["get_payment"])]
+    {
+        if let Some(RefOr::T(response)) = create.responses.responses.get_mut(status) {
+            for operation in operations {
+                response.links.insert(operation.to_string(), RefOr::T(link(operation)));
+            }
+        }
     }
 }

@@ -251,8 +251,65 @@ async fn the_openapi_document_lists_every_route_and_the_docs_are_served() {
         assert!(document["components"]["schemas"][schema].is_object(), "schema {schema}");
     }
     check_refs(&document, &document);
+    check_truthful(&document);
 
     let docs = gateway.client.get(gateway.at("/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
     assert!(docs.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+}
+
+/// What the OpenAPI 3.1 document must say to be true to the server (the full check, with an
+/// OpenAPI validator and a schema-driven fuzzer, is `./run.sh fuzz`): every response described,
+/// every error documented as the problem+json it is, the statuses every protected route can
+/// answer, and the bounds the server enforces on what a client sends.
+fn check_truthful(document: &Value) {
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            for (status, response) in responses {
+                let what = format!("{method} {path} {status}");
+                assert!(response["description"].as_str().is_some_and(|d| !d.is_empty()), "{what}: no description");
+                // A decline (402) is a payment; every other error a problem.
+                if (status.starts_with('4') || status.starts_with('5')) && status != "402" {
+                    let content = response["content"].as_object().unwrap_or_else(|| panic!("{what}: no content"));
+                    assert_eq!(content.keys().collect::<Vec<_>>(), ["application/problem+json"], "{what}");
+                }
+            }
+            let secured = operation["security"].is_array();
+            let body = operation["requestBody"].is_object();
+            let mut must: Vec<&str> = Vec::new();
+            if secured {
+                must.extend(["400", "401"]);
+            }
+            if path.starts_with("/v1") {
+                must.extend(["429", "503"]);
+            }
+            if body {
+                must.extend(["408", "413", "415", "422"]);
+            }
+            for status in must {
+                assert!(responses.contains_key(status), "{method} {path} can answer {status} but does not say so");
+            }
+        }
+    }
+    let key = document["paths"]["/v1/payments"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!((key["minLength"].as_u64(), key["maxLength"].as_u64()), (Some(1), Some(255)), "{key}");
+    let limit = document["paths"]["/v1/payments"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!((limit["minimum"].as_u64(), limit["maximum"].as_u64()), (Some(1), Some(100)), "{limit}");
+    let payment = &document["components"]["schemas"]["CreatePayment"]["properties"];
+    assert_eq!(payment["amount"]["minimum"], 1);
+    assert_eq!(payment["currency"]["enum"], serde_json::json!(["TRY", "USD", "EUR", "GBP"]), "the configured ones");
+    assert_eq!(payment["metadata"]["maxProperties"], 20);
 }
