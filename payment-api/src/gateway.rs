@@ -535,7 +535,7 @@ impl Gateway {
         let verdict = match report.result {
             CallResult::Success(reply) | CallResult::Definitive(reply) => match (reply.status(), reply.charge()) {
                 (Some(201 | 200 | 402), Some(charge)) => {
-                    Verdict::Change(Change::Settle { outcome: outcome_of(&charge), attempts })
+                    Verdict::Change(Change::Settle { outcome: outcome_of(&charge), attempts, revive: true })
                 }
                 (status, _) => {
                     let code = reply.problem_code().unwrap_or_else(|| "unknown".into());
@@ -552,19 +552,22 @@ impl Gateway {
             CallResult::Failed { .. } => {
                 match self.bank.inquire(&bank_key, attempt.request_id, self.settings.inquiry_timeout).await {
                     Inquiry::Found(charge) => {
-                        Verdict::Change(Change::Settle { outcome: outcome_of(&charge), attempts })
+                        Verdict::Change(Change::Settle { outcome: outcome_of(&charge), attempts, revive: true })
                     }
                     Inquiry::NotFound if unanswered == 0 => not_charged(bank_unavailable()),
                     _ => Verdict::Change(Change::AwaitReconcile { at: Utc::now(), attempts }),
                 }
             }
         };
-        let answer = |plan| RecordPlan::AnswerPayment { key: plan, fingerprint: Some(attempt.fingerprint.to_owned()) };
+        let answer = || RecordPlan::AnswerPayment {
+            key: attempt.key.to_owned(),
+            fingerprint: Some(attempt.fingerprint.to_owned()),
+        };
         let (change, plan, problem) = match verdict {
-            Verdict::Change(change) => (change, answer(attempt.key.to_owned()), None),
+            Verdict::Change(change) => (change, answer(), None),
             // Its own attempts may still commit: leave it to the reconciler.
             Verdict::NotCharged { attempts, inherited: true, .. } => {
-                (Change::AwaitReconcile { at: Utc::now(), attempts }, answer(attempt.key.to_owned()), None)
+                (Change::AwaitReconcile { at: Utc::now(), attempts }, answer(), None)
             }
             Verdict::NotCharged { problem, attempts, inherited: false } => (
                 Change::Fail { reason: problem.detail.clone(), attempts },
@@ -908,21 +911,14 @@ impl Gateway {
         quiet > self.settings.bank_deadline + self.settings.commit_window
     }
 
-    /// Commits a reconciler's change; a store error ends the pass (the next one tries again). A
-    /// key that now belongs to another payment or refund keeps its record; the payment still
-    /// settles.
+    /// Commits a reconciler's change; a store error ends the pass (the next one tries again).
     async fn reconciler_commit(
         &self,
         payment: Payment,
         change: Change,
         plan: RecordPlan,
     ) -> Result<Applied, StoreError> {
-        let committed = match self.commit_change(payment.clone(), &change, &plan).await {
-            Ok(Applied { record: RecordOutcome::Superseded, .. }) => {
-                self.commit_change(payment, &change, &RecordPlan::Keep).await
-            }
-            other => other,
-        };
+        let committed = self.commit_change(payment, &change, &plan).await;
         match committed {
             Ok(applied) => Ok(applied),
             Err(CommitError::Store(error)) => Err(error),
@@ -949,9 +945,15 @@ impl Gateway {
         let last_sent = payment.last_attempt_at.unwrap_or(payment.created_at);
         match self.bank.inquire(payment.bank_key(), "reconciler", self.settings.inquiry_timeout).await {
             Inquiry::Found(charge) => {
-                let change = Change::Settle { outcome: outcome_of(&charge), attempts: 0 };
+                let change = Change::Settle { outcome: outcome_of(&charge), attempts: 0, revive: false };
                 let plan = RecordPlan::AnswerPayment { key, fingerprint: None };
-                let applied = self.reconciler_commit(payment, change, plan).await?;
+                let applied = self.reconciler_commit(payment.clone(), change, plan).await?;
+                let settled = matches!(applied.payment.status, PaymentStatus::Succeeded | PaymentStatus::Declined);
+                if applied.record == RecordOutcome::Superseded || !settled {
+                    // Failed meanwhile (the charge is a newer payment's), or its key is another
+                    // payment's: not this payment's charge to claim.
+                    return self.reschedule(payment).await.map(|()| false);
+                }
                 info!(payment_id = %applied.payment.id, status = applied.payment.status.as_str(), "reconciled payment");
                 self.metrics.reconciled.inc(format!("result=\"{}\"", applied.payment.status.as_str()));
                 self.emit(&applied.payment, None);

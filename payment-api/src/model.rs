@@ -188,8 +188,12 @@ pub enum Change {
     /// The gateway is about to send the charge (again): the commit window starts over, and the
     /// reconciler waits for the lease before looking.
     Resend { at: DateTime<Utc>, lease: chrono::Duration },
-    /// The bank's answer, after `attempts` more attempts.
-    Settle { outcome: ChargeOutcome, attempts: u32 },
+    /// The bank's answer, after `attempts` more attempts. A failed payment is settled only with
+    /// `revive`: the charges of one client key share a bank key, so a charge found under it may be
+    /// a newer payment's (made after this one failed and freed the key). A request that charged
+    /// revives its payment together with the key's record, which the store writes only while the
+    /// key is still this payment's or gone (`store::decide_commit`); the reconciler never does.
+    Settle { outcome: ChargeOutcome, attempts: u32, revive: bool },
     /// The bank surely did not charge under this request, or refused it outright.
     Fail { reason: String, attempts: u32 },
     /// The outcome is unknown: the reconciler looks at `at`.
@@ -296,10 +300,10 @@ impl Payment {
                 next.last_attempt_at = Some(*at);
                 next.reconcile_after = Some(*at + *lease);
             }
-            Change::Settle { outcome, attempts } => {
+            Change::Settle { outcome, attempts, revive } => {
                 next.attempts += attempts;
                 // A later answer never overturns an earlier one: the bank has one charge per key.
-                if matches!(self.status, PaymentStatus::Processing | PaymentStatus::Failed) {
+                if self.status == PaymentStatus::Processing || (*revive && self.status == PaymentStatus::Failed) {
                     next.bank_charge_id = Some(outcome.charge_id.clone());
                     next.status = if outcome.approved { PaymentStatus::Succeeded } else { PaymentStatus::Declined };
                     next.decline_code = outcome.decline_code.clone();
@@ -541,4 +545,76 @@ impl CreatePayment {
 fn printable(text: &str, min: usize, max: usize) -> bool {
     let count = text.chars().count();
     (min..=max).contains(&count) && !text.chars().any(char::is_control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn processing() -> Payment {
+        serde_json::from_value(serde_json::json!({
+            "id": "pay_1", "version": 3, "status": "processing", "amount": 1000, "currency": "USD",
+            "order_id": null, "description": null, "metadata": {}, "card": {"brand": "visa", "last4": "4242"},
+            "decline_code": null, "failure_reason": null, "bank_charge_id": null, "attempts": 1,
+            "refunded_amount": 0, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "merchant_id": "m", "idempotency_key": "k", "reconcile_after": null
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn settle(revive: bool) -> Change {
+        let outcome = ChargeOutcome { charge_id: "ch_1".into(), approved: true, decline_code: None };
+        Change::Settle { outcome, attempts: 0, revive }
+    }
+
+    fn apply(payment: &Payment, change: &Change) -> Payment {
+        payment.apply(change, Utc::now()).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn every_change_bumps_the_version_and_settles_only_what_it_may() {
+        let paid = apply(&processing(), &settle(false));
+        assert_eq!((paid.status, paid.version), (PaymentStatus::Succeeded, 4));
+        let failed = apply(&processing(), &Change::Fail { reason: "no".into(), attempts: 1 });
+        assert_eq!((failed.status, failed.attempts), (PaymentStatus::Failed, 2));
+        // A failed payment freed its key; a charge under the key may be a newer payment's.
+        assert_eq!(apply(&failed, &settle(false)).status, PaymentStatus::Failed, "the reconciler never revives");
+        assert_eq!(apply(&failed, &settle(true)).status, PaymentStatus::Succeeded, "the request that charged may");
+        // Failing or settling a settled payment changes nothing but the version.
+        let again = apply(&paid, &Change::Fail { reason: "late".into(), attempts: 0 });
+        assert_eq!((again.status, again.version), (PaymentStatus::Succeeded, 5));
+    }
+
+    #[test]
+    fn refund_holds_add_up_and_settle_once() {
+        let paid = apply(&processing(), &settle(false));
+        let reserve = |id: &str, amount: Option<i64>| Change::ReserveRefund {
+            id: id.into(),
+            amount,
+            idempotency_key: format!("key-{id}"),
+            at: Utc::now(),
+            lease: chrono::Duration::seconds(30),
+        };
+        let held = apply(&apply(&paid, &reserve("re_1", Some(600))), &reserve("re_2", None));
+        assert_eq!((held.refund("re_2").map(|r| r.amount), held.refundable()), (Some(400), 0));
+        assert!(held.due_at().is_some(), "pending refunds are the reconciler's");
+        assert_eq!(held.apply(&reserve("re_3", Some(1)), Utc::now()), Err(RefundRefusal::OverRefund { remaining: 0 }));
+        let one = apply(&held, &Change::RefundSucceeded { id: "re_1".into() });
+        let both = apply(
+            &apply(&one, &Change::RefundFailed { id: "re_2".into() }),
+            &Change::RefundSucceeded { id: "re_2".into() },
+        );
+        assert_eq!(
+            (both.refunded_amount, both.status),
+            (600, PaymentStatus::PartiallyRefunded),
+            "a failed refund stays failed"
+        );
+        assert_eq!(both.due_at(), None);
+        assert_eq!(both.refundable(), 400, "what a failed refund held is free again");
+        let declined = Payment { status: PaymentStatus::Declined, ..processing() };
+        assert_eq!(
+            declined.apply(&reserve("re_9", None), Utc::now()),
+            Err(RefundRefusal::NotRefundable(PaymentStatus::Declined))
+        );
+    }
 }

@@ -55,6 +55,14 @@ struct PaymentView {
     bank_charge_id: Option<String>,
 }
 
+/// What polling a 202 came to.
+enum Polled {
+    Settled(Final),
+    /// The payment is gone (404): the store lost its data.
+    Forgotten,
+    GaveUp,
+}
+
 /// The final answer to a refund: the refund made (201) or why not (the status and code).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefundFinal {
@@ -176,8 +184,11 @@ impl CarefulClient {
                     let id = view(&reply)?.id;
                     match self.poll_until_settled(gateway, &id, amount, give_up).await {
                         // The bank never charged it and the gateway freed the key: send the key again.
-                        Some(settled) if settled.status == "failed" => continue,
-                        other => return other,
+                        Polled::Settled(settled) if settled.status == "failed" => continue,
+                        Polled::Settled(settled) => return Some(settled),
+                        // A store that lost its data forgot the payment: the key tells again.
+                        Polled::Forgotten => continue,
+                        Polled::GaveUp => return None,
                     }
                 }
                 409 | 429 | 503 => tokio::time::sleep(retry_after.unwrap_or(backoff).max(backoff)).await,
@@ -191,7 +202,7 @@ impl CarefulClient {
         None
     }
 
-    async fn poll_until_settled(&mut self, gateway: usize, id: &str, amount: i64, give_up: Instant) -> Option<Final> {
+    async fn poll_until_settled(&mut self, gateway: usize, id: &str, amount: i64, give_up: Instant) -> Polled {
         let mut poll = tokio::time::interval(Duration::from_millis(100));
         poll.tick().await;
         let path = format!("/v1/payments/{id}");
@@ -199,13 +210,16 @@ impl CarefulClient {
             poll.tick().await;
             let request = self.request(&self.gateways[gateway].1, "GET", &path, None, Bytes::new());
             let Some(reply) = self.gateways[gateway].0.send(request, self.request_timeout).await else { continue };
+            if reply.status == 404 {
+                return Polled::Forgotten;
+            }
             let Some(payment) = view(&reply) else { continue };
             if payment.status != "processing" {
                 let charge_id = payment.bank_charge_id;
-                return Some(Final { status: payment.status, payment_id: id.to_owned(), amount, charge_id });
+                return Polled::Settled(Final { status: payment.status, payment_id: id.to_owned(), amount, charge_id });
             }
         }
-        None
+        Polled::GaveUp
     }
 
     /// Refunds `amount` (`None`: the rest) of `payment_id` under `key` until it gets a final
