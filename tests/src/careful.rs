@@ -158,22 +158,8 @@ impl CarefulClient {
         let body = payment_body(key, amount);
         let mut attempt = 0u32;
         while Instant::now() < give_up {
-            let gateway = (turn + attempt as usize) % self.gateways.len();
-            attempt += 1;
-            if attempt > 1 {
-                self.tally.retries.fetch_add(1, Ordering::Relaxed);
-            }
-            self.tally.sent.fetch_add(1, Ordering::Relaxed);
-            let request = self.request(&self.gateways[gateway].1, "POST", "/v1/payments", Some(key), body.clone());
-            let reply = self.gateways[gateway].0.send(request, self.request_timeout).await;
-            let backoff = Duration::from_millis((20 * u64::from(attempt.min(10))).min(500) + fastrand::u64(..50));
-            let Some(reply) = reply else {
-                self.tally.transport_errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(backoff).await;
-                continue;
-            };
-            *self.tally.statuses.lock().unwrap_or_else(|p| p.into_inner()).entry(reply.status).or_default() += 1;
-            let retry_after = reply.retry_after.map(|s| Duration::from_secs(s.min(2)));
+            let (gateway, backoff, reply) = self.send(turn, &mut attempt, "/v1/payments", key, &body).await;
+            let Some(reply) = reply else { continue };
             match reply.status {
                 201 | 402 => {
                     let payment = view(&reply)?;
@@ -191,15 +177,54 @@ impl CarefulClient {
                         Polled::GaveUp => return None,
                     }
                 }
-                409 | 429 | 503 => tokio::time::sleep(retry_after.unwrap_or(backoff).max(backoff)).await,
-                500..=599 => {
-                    self.tally.server_errors.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(backoff).await;
-                }
+                409 | 429 | 503 | 500..=599 => self.back_off(&reply, backoff).await,
                 _ => return None,
             }
         }
         None
+    }
+
+    /// Sends one attempt of a keyed `POST`, to the gateway whose turn it is, and counts it.
+    /// Returns the gateway, the backoff before the next attempt, and the reply (`None`: no answer,
+    /// already waited for).
+    async fn send(
+        &mut self,
+        turn: usize,
+        attempt: &mut u32,
+        path: &str,
+        key: &str,
+        body: &Bytes,
+    ) -> (usize, Duration, Option<Reply>) {
+        let gateway = (turn + *attempt as usize) % self.gateways.len();
+        *attempt += 1;
+        if *attempt > 1 {
+            self.tally.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        self.tally.sent.fetch_add(1, Ordering::Relaxed);
+        let request = self.request(&self.gateways[gateway].1, "POST", path, Some(key), body.clone());
+        let reply = self.gateways[gateway].0.send(request, self.request_timeout).await;
+        let backoff = Duration::from_millis((20 * u64::from((*attempt).min(10))).min(500) + fastrand::u64(..50));
+        match reply {
+            Some(reply) => {
+                *self.tally.statuses.lock().unwrap_or_else(|p| p.into_inner()).entry(reply.status).or_default() += 1;
+                (gateway, backoff, Some(reply))
+            }
+            None => {
+                self.tally.transport_errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                (gateway, backoff, None)
+            }
+        }
+    }
+
+    /// Waits before the same key goes again: `Retry-After` (at most 2 s) or the backoff; a 5xx
+    /// other than 503 is counted as a server error.
+    async fn back_off(&self, reply: &Reply, backoff: Duration) {
+        if reply.status >= 500 && reply.status != 503 {
+            self.tally.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let retry_after = reply.retry_after.map(|s| Duration::from_secs(s.min(2)));
+        tokio::time::sleep(retry_after.unwrap_or(backoff).max(backoff)).await;
     }
 
     async fn poll_until_settled(&mut self, gateway: usize, id: &str, amount: i64, give_up: Instant) -> Polled {
@@ -240,21 +265,8 @@ impl CarefulClient {
         let path = format!("/v1/payments/{payment_id}/refunds");
         let mut attempt = 0u32;
         while Instant::now() < give_up {
-            let gateway = (turn + attempt as usize) % self.gateways.len();
-            attempt += 1;
-            if attempt > 1 {
-                self.tally.retries.fetch_add(1, Ordering::Relaxed);
-            }
-            self.tally.sent.fetch_add(1, Ordering::Relaxed);
-            let request = self.request(&self.gateways[gateway].1, "POST", &path, Some(key), body.clone());
-            let reply = self.gateways[gateway].0.send(request, self.request_timeout).await;
-            let backoff = Duration::from_millis((20 * u64::from(attempt.min(10))).min(500) + fastrand::u64(..50));
-            let Some(reply) = reply else {
-                self.tally.transport_errors.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(backoff).await;
-                continue;
-            };
-            *self.tally.statuses.lock().unwrap_or_else(|p| p.into_inner()).entry(reply.status).or_default() += 1;
+            let (_, backoff, reply) = self.send(turn, &mut attempt, &path, key, &body).await;
+            let Some(reply) = reply else { continue };
             let view: Option<RefundView> = serde_json::from_slice(&reply.body).ok();
             let code = view.as_ref().and_then(|v| v.code.clone()).unwrap_or_default();
             match reply.status {
@@ -265,14 +277,7 @@ impl CarefulClient {
                 404 | 422 => return Some(RefundFinal::Refused { status: reply.status, code }),
                 409 if code == "invalid_state" => return Some(RefundFinal::Refused { status: 409, code }),
                 // Pending (202), in use (409), throttled, unavailable or unknown: the same key again.
-                202 | 409 | 429 | 503 => {
-                    let retry_after = reply.retry_after.map(|s| Duration::from_secs(s.min(2)));
-                    tokio::time::sleep(retry_after.unwrap_or(backoff).max(backoff)).await;
-                }
-                500..=599 => {
-                    self.tally.server_errors.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(backoff).await;
-                }
+                202 | 409 | 429 | 500..=599 => self.back_off(&reply, backoff).await,
                 _ => return None,
             }
         }

@@ -278,13 +278,7 @@ async fn contract(store: Store) {
     // A refund is held only while the payment has that much left.
     assert!(both.apply(&refund_change("re_3", 301), Utc::now()).is_err(), "{tag}");
     // A payment is due for the reconciler while a refund is pending, and not once none is.
-    let due: Vec<String> = store
-        .due_payments(payment_api::store::now_ms() + 3_600_000, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
+    let due = due_within_the_hour(&store).await;
     assert!(due.contains(&p1.id), "{tag}: pending refunds are due: {due:?}");
     let read_version = both.version;
     let mut settled = both;
@@ -295,13 +289,7 @@ async fn contract(store: Store) {
     assert_eq!(put(&store, &settled).await, Committed::Written);
     let settled = store.get_payment(&p1.id).await.unwrap().unwrap();
     assert_eq!((settled.refunded_amount, settled.status), (700, PaymentStatus::PartiallyRefunded), "{tag}");
-    let due: Vec<String> = store
-        .due_payments(payment_api::store::now_ms() + 3_600_000, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
+    let due = due_within_the_hour(&store).await;
     assert!(!due.contains(&p1.id), "{tag}: nothing pending: {due:?}");
 
     // A store that lost a payment and its record gets both back from the next finish.
@@ -322,6 +310,11 @@ async fn contract(store: Store) {
     assert_eq!(finish(&store, "m7:payment:lost", &other.id, &answer(201), &late).await, Committed::Superseded);
     assert_eq!(store.get_payment(&other.id).await.unwrap(), None, "{tag}: nothing written");
     store.ping().await.unwrap();
+}
+
+async fn due_within_the_hour(store: &Store) -> Vec<String> {
+    let due = store.due_payments(payment_api::store::now_ms() + 3_600_000, 10).await.unwrap();
+    due.into_iter().map(|p| p.id).collect()
 }
 
 fn refund_change(id: &str, amount: i64) -> Change {
