@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 fn quick(flags: &mut http_conventions::serve::ConnectionFlags) {
     flags.header_read_timeout_ms = 300;
     flags.body_read_timeout_ms = 300;
-    flags.idle_timeout_ms = 600;
+    flags.idle_timeout_ms = 2_000;
 }
 
 async fn gateway() -> TestGateway {
@@ -114,7 +114,8 @@ async fn an_idle_keep_alive_connection_is_closed_after_its_idle_timeout() {
             stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
             let (head, _) = read_response(&mut stream).await;
             assert!(head.starts_with("http/1.1 200"), "{name}: {head}");
-            tokio::time::sleep(Duration::from_millis(400)).await; // the client's think time
+            // The client's think time: past the header timeout, well within the idle timeout.
+            tokio::time::sleep(Duration::from_millis(700)).await;
         }
         closed_by_the_server(stream, &format!("{name}: idle")).await;
     }
