@@ -5,8 +5,8 @@ use axum::http::{StatusCode, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::card::{Redact, redact_card_numbers};
-use crate::problem::{FieldError, Problem};
+use crate::problem::{ErrorCode, FieldError, Problem};
+use crate::redact::{Redact, redact_card_numbers};
 
 /// A parser's message about what the client sent, without any card number it may echo.
 fn echoed(message: impl std::fmt::Display) -> String {
@@ -57,15 +57,14 @@ async fn read_json_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<
             || essence_lower == "application/x-www-form-urlencoded";
         if !accepted {
             return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 format!("the body must be application/json, not `{essence}`"),
             ));
         }
     }
     Bytes::from_request(request, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
+            Problem::new(ErrorCode::PayloadTooLarge, "the request body is too large")
         } else {
             Problem::invalid_request(echoed(rejection.body_text()))
         }

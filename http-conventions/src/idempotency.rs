@@ -7,6 +7,8 @@ use axum::http::request::Parts;
 use crate::problem::Problem;
 
 pub const HEADER: &str = "idempotency-key";
+/// Marks an answer given again for a key that was already answered.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 pub const MAX_LEN: usize = 255;
 
 /// A validated, normalised idempotency key, extracted from the request headers.
@@ -19,8 +21,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let Some(value) = parts.headers.get(HEADER) else {
             return Err(Problem::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "idempotency_key_missing",
+                crate::problem::ErrorCode::IdempotencyKeyMissing,
                 "send an Idempotency-Key header so that a retried request is never processed twice",
             ));
         };

@@ -11,12 +11,13 @@
 //!   limit, `Connection: close` on early answers, and problem+json for unparsable requests;
 //! - [`shutdown`]: the Ctrl-C / SIGTERM signal every service stops on;
 //! - [`card`]: Luhn checks, brands, and the card summary (brand + last four) that is all a service
-//!   may keep of a card.
+//!   may keep of a card; [`redact`] keeps card numbers out of any text that leaves.
 
 pub mod card;
 pub mod extract;
 pub mod idempotency;
 pub mod problem;
+pub mod redact;
 pub mod request_id;
 pub mod serve;
 pub mod shutdown;
@@ -24,5 +25,8 @@ pub mod shutdown;
 pub use card::{CardInput, CardSummary};
 pub use extract::{JsonBody, OptionalJsonBody, Path, Query, parse_json};
 pub use idempotency::IdempotencyKey;
-pub use problem::{FieldError, Problem};
+pub use problem::{ErrorCode, FieldError, Problem};
 pub use request_id::RequestId;
+
+/// The largest integer every JSON client carries exactly (2^53 - 1): the most an amount may be.
+pub const MAX_JSON_INTEGER: i64 = 9_007_199_254_740_991;

@@ -4,7 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::card::{Redact, redact_card_numbers};
+use crate::redact::{Redact, redact_card_numbers};
 
 /// One invalid field of a request, named by its JSON path (`card.number`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -19,27 +19,160 @@ impl FieldError {
     }
 }
 
-/// An error answer: an HTTP status, a stable machine `code` and a human `detail`.
+/// The stable machine codes of every error either service answers: what clients switch on. Each
+/// has its usual status and a title; the enum is the one list of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidRequest,
+    ValidationFailed,
+    IdempotencyKeyMissing,
+    IdempotencyKeyReused,
+    IdempotencyKeyInUse,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    InvalidState,
+    RateLimited,
+    BankUnavailable,
+    CircuitOpen,
+    Overloaded,
+    StoreUnavailable,
+    OutcomeUnknown,
+    InternalError,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 20] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::ValidationFailed,
+        ErrorCode::IdempotencyKeyMissing,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::IdempotencyKeyInUse,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::RequestTimeout,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::InvalidState,
+        ErrorCode::RateLimited,
+        ErrorCode::BankUnavailable,
+        ErrorCode::CircuitOpen,
+        ErrorCode::Overloaded,
+        ErrorCode::StoreUnavailable,
+        ErrorCode::OutcomeUnknown,
+        ErrorCode::InternalError,
+    ];
+
+    /// The code on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::ValidationFailed => "validation_failed",
+            ErrorCode::IdempotencyKeyMissing => "idempotency_key_missing",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyInUse => "idempotency_key_in_use",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::BankUnavailable => "bank_unavailable",
+            ErrorCode::CircuitOpen => "circuit_open",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::OutcomeUnknown => "outcome_unknown",
+            ErrorCode::InternalError => "internal_error",
+        }
+    }
+
+    /// The status this code is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidRequest | ErrorCode::IdempotencyKeyMissing => StatusCode::BAD_REQUEST,
+            ErrorCode::ValidationFailed | ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::IdempotencyKeyInUse | ErrorCode::InvalidState => StatusCode::CONFLICT,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::BankUnavailable
+            | ErrorCode::CircuitOpen
+            | ErrorCode::Overloaded
+            | ErrorCode::StoreUnavailable
+            | ErrorCode::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short human title, the same for every problem of this code.
+    pub fn title(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "The request is malformed",
+            ErrorCode::ValidationFailed => "The request has invalid fields",
+            ErrorCode::IdempotencyKeyMissing => "An Idempotency-Key header is required",
+            ErrorCode::IdempotencyKeyReused => "The Idempotency-Key was used with a different request",
+            ErrorCode::IdempotencyKeyInUse => "A request with this Idempotency-Key is still in progress",
+            ErrorCode::Unauthorized => "Authentication required",
+            ErrorCode::Forbidden => "Not allowed",
+            ErrorCode::NotFound => "No such resource",
+            ErrorCode::MethodNotAllowed => "Method not allowed on this resource",
+            ErrorCode::RequestTimeout => "The request did not arrive in time",
+            ErrorCode::PayloadTooLarge => "The request body is too large",
+            ErrorCode::UnsupportedMediaType => "The request body must be JSON",
+            ErrorCode::InvalidState => "The resource is not in a state that allows this",
+            ErrorCode::RateLimited => "Too many requests",
+            ErrorCode::BankUnavailable => "The bank is unavailable",
+            ErrorCode::CircuitOpen => "The bank is failing; calls are paused by the circuit breaker",
+            ErrorCode::Overloaded => "Too many bank calls in flight",
+            ErrorCode::StoreUnavailable => "The idempotency store is unavailable",
+            ErrorCode::OutcomeUnknown => "The outcome is not known yet; retry with the same Idempotency-Key",
+            ErrorCode::InternalError => "Internal error",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error answer: a stable machine `code`, its HTTP status (the code's own unless said
+/// otherwise) and a human `detail`.
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub detail: String,
     pub errors: Vec<FieldError>,
     pub retry_after_s: Option<u64>,
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), errors: Vec::new(), retry_after_s: None }
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self { status: code.status(), code, detail: detail.into(), errors: Vec::new(), retry_after_s: None }
     }
 
     pub fn invalid_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
+        Self::new(ErrorCode::InvalidRequest, detail)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+        Self::new(ErrorCode::NotFound, detail)
     }
 
     /// 422 listing every invalid field at once, so a client fixes them in one round trip.
@@ -48,7 +181,7 @@ impl Problem {
             [one] => format!("{}: {}", one.field, one.message),
             many => format!("{} fields are invalid", many.len()),
         };
-        Self { errors, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", detail) }
+        Self { errors, ..Self::new(ErrorCode::ValidationFailed, detail) }
     }
 
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
@@ -56,30 +189,10 @@ impl Problem {
         self
     }
 
-    fn title(&self) -> &'static str {
-        match self.code {
-            "invalid_request" => "The request is malformed",
-            "validation_failed" => "The request has invalid fields",
-            "idempotency_key_missing" => "An Idempotency-Key header is required",
-            "idempotency_key_reused" => "The Idempotency-Key was used with a different request",
-            "idempotency_key_in_use" => "A request with this Idempotency-Key is still in progress",
-            "unauthorized" => "Authentication required",
-            "forbidden" => "Not allowed",
-            "not_found" => "No such resource",
-            "method_not_allowed" => "Method not allowed on this resource",
-            "payload_too_large" => "The request body is too large",
-            "unsupported_media_type" => "The request body must be JSON",
-            "invalid_state" => "The resource is not in a state that allows this",
-            "rate_limited" => "Too many requests",
-            "bank_unavailable" => "The bank is unavailable",
-            "circuit_open" => "The bank is failing; calls are paused by the circuit breaker",
-            "overloaded" => "Too many bank calls in flight",
-            "store_unavailable" => "The idempotency store is unavailable",
-            "outcome_unknown" => "The outcome is not known yet; retry with the same Idempotency-Key",
-            "internal_error" => "Internal error",
-            "request_timeout" => "The request did not arrive in time",
-            _ => "Error",
-        }
+    /// Answers with another status than the code's own (a malformed request's 414 or 431, say).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
     }
 }
 
@@ -120,10 +233,10 @@ impl Problem {
         let hide = |text: &str| redact_card_numbers(text, Redact::CardNumbers).into_owned();
         OwnedProblemBody {
             kind: format!("urn:resilient-pay:problem:{}", self.code),
-            title: self.title(),
+            title: self.code.title(),
             status: self.status.as_u16(),
             detail: hide(&self.detail),
-            code: self.code,
+            code: self.code.as_str(),
             errors: self
                 .errors
                 .iter()

@@ -50,7 +50,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::problem::Problem;
+use crate::problem::{ErrorCode, Problem};
 
 /// The limits of [`serve`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -427,8 +427,7 @@ async fn handle(
     let Ok(mut response) = router.oneshot(request).await;
     if reading.timed_out.load(Ordering::SeqCst) {
         response = Problem::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             format!("the request body did not arrive within {} ms", limits.body_read_timeout.as_millis()),
         )
         .into_response();
@@ -625,7 +624,7 @@ fn problem_for_bare_error(written: &[u8]) -> Option<Vec<u8>> {
         431 => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "the request headers are too large"),
         _ => return None,
     };
-    let body = serde_json::to_vec(&Problem::new(status, "invalid_request", detail).body()).ok()?;
+    let body = serde_json::to_vec(&Problem::new(ErrorCode::InvalidRequest, detail).with_status(status).body()).ok()?;
     let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
     let mut out = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\nx-request-id: {request_id}\r\n\r\n",

@@ -19,15 +19,13 @@ use crate::card::CardSummary;
 use crate::chaos::{ChaosConfig, PRESET_NAMES, Scenario, preset};
 use crate::fault;
 use crate::ledger::{Charge, ChargeOrder, ChargeStatus, Freshness, LedgerError};
+use http_conventions::MAX_JSON_INTEGER as MAX_AMOUNT_WIRE;
 use http_conventions::card::CardInput;
 use http_conventions::extract::{JsonBody, OptionalJsonBody, Path, Query};
+use http_conventions::idempotency::REPLAYED_HEADER;
 use http_conventions::idempotency::{self, IdempotencyKey};
-use http_conventions::problem::{FieldError, Problem};
+use http_conventions::problem::{ErrorCode, FieldError, Problem};
 use http_conventions::request_id;
-
-/// The largest integer a JSON number carries exactly in every client (2^53 - 1).
-pub const MAX_AMOUNT_WIRE: i64 = 9_007_199_254_740_991;
-pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 pub fn router(bank: Arc<Bank>) -> Router {
     let banking = Router::new()
@@ -59,7 +57,7 @@ async fn not_found() -> Problem {
 }
 
 async fn method_not_allowed() -> Problem {
-    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+    Problem::new(ErrorCode::MethodNotAllowed, "this route does not accept that method")
 }
 
 async fn health() -> Json<Value> {
@@ -198,11 +196,9 @@ async fn create_refund(
 fn ledger_problem(error: LedgerError) -> Problem {
     let detail = error.to_string();
     match error {
-        LedgerError::KeyReused => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", detail),
+        LedgerError::KeyReused => Problem::new(ErrorCode::IdempotencyKeyReused, detail),
         LedgerError::NoSuchCharge(_) => Problem::not_found(detail),
-        LedgerError::NotRefundable(_) | LedgerError::FullyRefunded(_) => {
-            Problem::new(StatusCode::CONFLICT, "invalid_state", detail)
-        }
+        LedgerError::NotRefundable(_) | LedgerError::FullyRefunded(_) => Problem::new(ErrorCode::InvalidState, detail),
         LedgerError::OverRefund { .. } | LedgerError::NonPositiveRefund => {
             Problem::validation(vec![FieldError::new("amount", detail)])
         }

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -22,7 +21,7 @@ use tracing::info;
 
 use crate::Bank;
 use crate::chaos::{Fault, FaultKind, LostAnswer};
-use http_conventions::problem::Problem;
+use http_conventions::problem::{ErrorCode, Problem};
 use http_conventions::request_id::RequestId;
 use http_conventions::serve::ConnectionControl;
 
@@ -52,19 +51,14 @@ pub async fn inject(State(bank): State<Arc<Bank>>, request: Request, next: Next)
     }
     match decision.fault {
         Fault::None => next.run(request).await,
-        Fault::Outage => {
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "bank_unavailable", "the bank is down").into_response()
-        }
+        Fault::Outage => Problem::new(ErrorCode::BankUnavailable, "the bank is down").into_response(),
         Fault::Failure { status: 503 } => {
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "bank_unavailable", "the bank is temporarily unavailable")
-                .into_response()
+            Problem::new(ErrorCode::BankUnavailable, "the bank is temporarily unavailable").into_response()
         }
         Fault::Failure { .. } => internal_error(),
-        Fault::Throttle { retry_after_s } => {
-            Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later")
-                .with_retry_after(retry_after_s)
-                .into_response()
-        }
+        Fault::Throttle { retry_after_s } => Problem::new(ErrorCode::RateLimited, "too many requests; retry later")
+            .with_retry_after(retry_after_s)
+            .into_response(),
         Fault::Reset => reset(connection_of(&request)).await,
         Fault::Timeout { hang } => {
             let request = match buffered(request, bank.config.max_body_bytes).await {
@@ -111,8 +105,7 @@ fn connection_of(request: &Request) -> Option<ConnectionControl> {
 /// The same answer for an injected failure and for an ambiguous fault, so that a client cannot
 /// tell from the response whether the bank acted.
 fn internal_error() -> Response {
-    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the bank could not complete the request")
-        .into_response()
+    Problem::new(ErrorCode::InternalError, "the bank could not complete the request").into_response()
 }
 
 async fn reset(connection: Option<ConnectionControl>) -> Response {
@@ -134,7 +127,7 @@ async fn buffered(request: Request, limit: usize) -> Result<Request, Problem> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(Request::from_parts(parts, Body::from(collected.to_bytes()))),
         Err(error) if error.is::<LengthLimitError>() => {
-            Err(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large"))
+            Err(Problem::new(ErrorCode::PayloadTooLarge, "the request body is too large"))
         }
         Err(error) => Err(Problem::invalid_request(format!("could not read the request body: {error}"))),
     }

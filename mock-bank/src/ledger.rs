@@ -38,12 +38,7 @@ impl std::fmt::Debug for ChargeOrder {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChargeStatus {
-    Approved,
-    Declined,
-}
+pub use wire::ChargeStatus;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Charge {

@@ -1,8 +1,8 @@
 //! `Authorization: Bearer <secret>` → the merchant. Secrets are compared in constant time, and
 //! every configured key is compared, so timing tells nothing about which key nearly matched.
 
-use axum::http::{HeaderMap, StatusCode, header};
-use http_conventions::problem::Problem;
+use axum::http::{HeaderMap, header};
+use http_conventions::problem::{ErrorCode, Problem};
 use subtle::ConstantTimeEq;
 
 use crate::config::ApiKey;
@@ -46,7 +46,7 @@ pub fn authorization(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let first = values.next();
     if values.next().is_some() {
-        return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid_request", "send exactly one Authorization header"));
+        return Err(Problem::new(ErrorCode::InvalidRequest, "send exactly one Authorization header"));
     }
     Ok(first.and_then(|v| v.to_str().ok()))
 }

@@ -9,12 +9,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::model::CreatePayment;
+pub use wire::ChargeStatus;
 
 /// A charge as the bank reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct BankCharge {
     pub id: String,
-    pub status: String,
+    pub status: ChargeStatus,
     #[serde(default)]
     pub decline_code: Option<String>,
     #[serde(default)]
@@ -85,7 +86,21 @@ pub fn classify(reply: &BankReply) -> Verdict {
             _ => Verdict::ambiguous(),
         },
         BankReply::NotSent(_) => Verdict::not_processed(),
-        BankReply::Lost(_) => Verdict::ambiguous(),
+        BankReply::Lost(_) => Verdict::lost(),
+    }
+}
+
+/// The metric label of a bank call attempt's result.
+pub fn result_label(reply: &BankReply) -> &'static str {
+    match reply {
+        BankReply::Answer { status: 200..=299, .. } => "approved",
+        BankReply::Answer { status: 402, .. } => "declined",
+        BankReply::Answer { status: 429, .. } => "throttled",
+        BankReply::Answer { status: 503, .. } => "unavailable",
+        BankReply::Answer { status: 400..=499, .. } => "rejected",
+        BankReply::Answer { .. } => "server_error",
+        BankReply::NotSent(_) => "not_sent",
+        BankReply::Lost(_) => "lost",
     }
 }
 

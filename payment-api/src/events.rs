@@ -16,6 +16,7 @@ use resilience::{BreakerSnapshot, Transition};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+pub use wire::{BreakerEvent, BreakerView, PaymentEvent};
 
 /// One event as sent to every subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,95 +54,53 @@ impl Events {
     }
 }
 
-/// The breaker as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct BreakerView {
-    /// `closed`, `open`, `half_open`, `forced_open` or `forced_closed`.
-    pub state: String,
-    pub failure_rate: f64,
-    pub slow_call_rate: f64,
-    pub calls_in_window: usize,
-    /// Calls refused since start.
-    pub rejected: u64,
-    pub opened_at: Option<DateTime<Utc>>,
-    /// When the breaker lets the next probe through.
-    pub open_until: Option<DateTime<Utc>>,
-    /// Consecutive trips without closing.
-    pub trips: u32,
-    pub probes_in_flight: u32,
-    pub probes_succeeded: u32,
-    /// The failure rate that opens the breaker.
-    pub failure_rate_threshold: f64,
-    /// The slow-call rate that opens the breaker.
-    pub slow_call_rate_threshold: f64,
-}
-
-impl BreakerView {
-    pub fn of(breaker: &resilience::Breaker) -> Self {
-        let config = breaker.config();
-        Self {
-            failure_rate_threshold: config.failure_rate_threshold,
-            slow_call_rate_threshold: config.slow_call_rate_threshold,
-            ..Self::from(&breaker.snapshot())
-        }
+/// The breaker as the API shows it: its snapshot and its thresholds.
+pub fn breaker_view(breaker: &resilience::Breaker) -> BreakerView {
+    let config = breaker.config();
+    BreakerView {
+        failure_rate_threshold: config.failure_rate_threshold,
+        slow_call_rate_threshold: config.slow_call_rate_threshold,
+        ..snapshot_view(&breaker.snapshot())
     }
 }
 
-impl From<&BreakerSnapshot> for BreakerView {
-    fn from(s: &BreakerSnapshot) -> Self {
-        Self {
-            state: s.state.as_str().to_owned(),
-            failure_rate: s.failure_rate,
-            slow_call_rate: s.slow_call_rate,
-            calls_in_window: s.calls_in_window,
-            rejected: s.rejected,
-            opened_at: s.opened_at.map(DateTime::<Utc>::from),
-            open_until: s.open_until.map(DateTime::<Utc>::from),
-            trips: s.trips,
-            probes_in_flight: s.probes_in_flight,
-            probes_succeeded: s.probes_succeeded,
-            failure_rate_threshold: 0.0,
-            slow_call_rate_threshold: 0.0,
-        }
+fn snapshot_view(s: &BreakerSnapshot) -> BreakerView {
+    BreakerView {
+        state: state_of(s.state),
+        failure_rate: s.failure_rate,
+        slow_call_rate: s.slow_call_rate,
+        calls_in_window: s.calls_in_window,
+        rejected: s.rejected,
+        opened_at: s.opened_at.map(DateTime::<Utc>::from),
+        open_until: s.open_until.map(DateTime::<Utc>::from),
+        trips: s.trips,
+        probes_in_flight: s.probes_in_flight,
+        probes_succeeded: s.probes_succeeded,
+        failure_rate_threshold: 0.0,
+        slow_call_rate_threshold: 0.0,
+    }
+}
+
+/// The breaker's state on the wire.
+fn state_of(state: resilience::BreakerState) -> wire::BreakerState {
+    match state {
+        resilience::BreakerState::Closed => wire::BreakerState::Closed,
+        resilience::BreakerState::Open => wire::BreakerState::Open,
+        resilience::BreakerState::HalfOpen => wire::BreakerState::HalfOpen,
+        resilience::BreakerState::ForcedOpen => wire::BreakerState::ForcedOpen,
+        resilience::BreakerState::ForcedClosed => wire::BreakerState::ForcedClosed,
     }
 }
 
 /// A breaker transition, as streamed.
-#[derive(Debug, Clone, Serialize)]
-pub struct BreakerEvent {
-    pub from: String,
-    pub to: String,
-    pub reason: String,
-    pub at: DateTime<Utc>,
-    pub open_for_ms: Option<u64>,
-}
-
-impl From<&Transition> for BreakerEvent {
-    fn from(t: &Transition) -> Self {
-        Self {
-            from: t.from.as_str().to_owned(),
-            to: t.to.as_str().to_owned(),
-            reason: t.reason.to_string(),
-            at: DateTime::<Utc>::from(t.at),
-            open_for_ms: t.open_for.map(|d| d.as_millis() as u64),
-        }
+pub fn breaker_event(t: &Transition) -> BreakerEvent {
+    BreakerEvent {
+        from: state_of(t.from),
+        to: state_of(t.to),
+        reason: t.reason.to_string(),
+        at: DateTime::<Utc>::from(t.at),
+        open_for_ms: t.open_for.map(|d| d.as_millis() as u64),
     }
-}
-
-/// A payment's state change, as streamed.
-#[derive(Debug, Clone, Serialize)]
-pub struct PaymentEvent {
-    pub payment_id: String,
-    pub merchant_id: String,
-    pub status: String,
-    pub amount: i64,
-    pub currency: String,
-    pub attempts: u32,
-    /// Time since the request arrived, for changes made while answering it.
-    pub latency_ms: Option<f64>,
-    pub decline_code: Option<String>,
-    pub failure_reason: Option<String>,
-    pub at: DateTime<Utc>,
 }
 
 /// Recent payment latencies, for percentiles over a sliding window.

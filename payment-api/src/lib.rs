@@ -4,25 +4,29 @@
 //! bank exactly once, whatever the network, the bank, a retrying client or a crash does.
 //!
 //! How the parts fit:
-//! - [`api`] is the HTTP surface; [`auth`] maps API keys to merchants.
-//! - [`gateway`] is the payment flow: it claims the key in the [`store`], charges through the
-//!   `resilience` guard (breaker, retries, budget, timeouts) with the [`bank`] client, and decides
-//!   the answer from the one classification of each attempt.
-//! - [`tasks`] runs in the background: the reconciler (settles payments whose outcome was
-//!   unknown, and those of crashed requests), the stats ticker and the event forwarders.
-//! - [`events`] and [`metrics`] are what operators and the dashboard see.
-//! - [`model`] is the payment domain; [`config`] the flags.
+//! - [`http`] is the HTTP edge: routes, middleware, and the one mapping of domain errors to
+//!   problem+json; [`auth`] maps API keys to merchants, [`ratelimit`] meters them.
+//! - [`gateway`] is the payment operations, one module each (create, refund, reconcile), over
+//!   the settlement table and the versioned commit; it charges through the `resilience` guard with
+//!   the [`bank`] client, and keeps payments in the [`store`].
+//! - [`model`] is the payment domain; [`error`] what can go wrong, in its words; [`fingerprint`]
+//!   the names derived from a request (its fingerprint, its bank keys).
+//! - [`tasks`] runs in the background: the reconciler, the backlog writer, the stats ticker and
+//!   the event forwarders; [`backlog`] holds outcomes the store could not take.
+//! - [`events`], [`metrics`] and [`telemetry`] are what operators and the dashboard see;
+//!   [`config`] the flags.
 
-pub mod api;
 pub mod auth;
 pub mod backlog;
 pub mod bank;
 pub mod config;
+pub mod error;
 pub mod events;
+pub mod fingerprint;
 pub mod gateway;
+pub mod http;
 pub mod metrics;
 pub mod model;
-pub mod openapi;
 pub mod ratelimit;
 pub mod store;
 pub mod tasks;
@@ -41,7 +45,9 @@ pub use gateway::Gateway;
 /// What every handler can reach.
 #[derive(Debug)]
 pub struct App {
-    pub gateway: Gateway,
+    pub gateway: Arc<Gateway>,
+    /// The HTTP edge's own numbers (requests by route, rate limiting); the gateway shares them.
+    pub metrics: Arc<metrics::Metrics>,
     pub keys: auth::Keys,
     pub admin_key: Option<String>,
     pub rate_limiter: ratelimit::RateLimiter,
@@ -57,8 +63,10 @@ impl App {
             .await
             .with_context(|| format!("cannot open the store `{}`", config.store_url))?;
         let events = Arc::new(events::Events::new(config.stream_buffer));
+        let metrics = Arc::new(metrics::Metrics::default());
         Ok(Self {
-            gateway: Gateway::new(config, store, events)?,
+            gateway: Arc::new(Gateway::new(config, store, events, Arc::clone(&metrics))?),
+            metrics,
             keys: auth::Keys::new(config.api_keys.clone()),
             admin_key: config.admin_key.clone(),
             rate_limiter: ratelimit::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
@@ -88,11 +96,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (stopping, shutting_down) = tokio::sync::watch::channel(false);
     let app = Arc::new(App::new(&config, shutting_down).await?);
-    let background = tasks::spawn_all(Arc::clone(&app));
+    let background = tasks::spawn_all(Arc::clone(&app.gateway));
     info!(
         addr = %listener.local_addr()?,
         bank = %config.bank_url,
-        store = app.gateway.store.kind(),
+        store = app.gateway.store_kind(),
         merchants = config.api_keys.len(),
         "payment-api listening"
     );
@@ -102,7 +110,7 @@ pub async fn run(
         let _ = stopping.send(true);
     };
     let limits = config.connections.limits(std::time::Duration::from_millis(config.shutdown_timeout_ms));
-    http_conventions::serve::serve(listener, api::router(Arc::clone(&app)), limits, signal).await?;
+    http_conventions::serve::serve(listener, http::router(Arc::clone(&app)), limits, signal).await?;
     drop(background);
     info!("payment-api stopped");
     Ok(())

@@ -7,7 +7,87 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use http_conventions::problem::ErrorCode;
 use resilience::{BreakerSnapshot, BreakerState, GuardStats};
+
+use crate::error::PaymentError;
+use crate::gateway::Answer;
+
+/// What a payment request came to, as `gateway_payments_total{outcome}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    Succeeded,
+    Processing,
+    Declined,
+    /// An answer given again for its key.
+    Replayed,
+    /// Refused, with this code.
+    Refused(ErrorCode),
+}
+
+impl PaymentOutcome {
+    pub fn of(result: &Result<Answer, PaymentError>) -> Self {
+        match result {
+            Ok(answer) if answer.replayed => PaymentOutcome::Replayed,
+            Ok(answer) => match answer.status {
+                201 => PaymentOutcome::Succeeded,
+                202 => PaymentOutcome::Processing,
+                _ => PaymentOutcome::Declined,
+            },
+            Err(error) => PaymentOutcome::Refused(error.code()),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentOutcome::Succeeded => "succeeded",
+            PaymentOutcome::Processing => "processing",
+            PaymentOutcome::Declined => "declined",
+            PaymentOutcome::Replayed => "replayed",
+            PaymentOutcome::Refused(code) => code.as_str(),
+        }
+    }
+
+    /// A key conflict (in use, or reused with another request).
+    pub fn is_conflict(self) -> bool {
+        matches!(self, PaymentOutcome::Refused(ErrorCode::IdempotencyKeyInUse | ErrorCode::IdempotencyKeyReused))
+    }
+
+    /// Answered after the bank was (or could have been) asked: what the latency percentiles cover.
+    pub fn took_the_bank_path(self) -> bool {
+        matches!(
+            self,
+            PaymentOutcome::Succeeded
+                | PaymentOutcome::Processing
+                | PaymentOutcome::Declined
+                | PaymentOutcome::Refused(
+                    ErrorCode::BankUnavailable
+                        | ErrorCode::CircuitOpen
+                        | ErrorCode::Overloaded
+                        | ErrorCode::OutcomeUnknown
+                )
+        )
+    }
+}
+
+/// An open `/admin/stream`, counted until dropped.
+#[derive(Debug)]
+pub struct Subscriber(Arc<Metrics>);
+
+impl Subscriber {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.stream_subscribers.fetch_add(1, Relaxed);
+        Self(metrics)
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.0.stream_subscribers.fetch_sub(1, Relaxed);
+    }
+}
 
 /// Latency buckets in seconds, from 1 ms to 10 s.
 const BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0];

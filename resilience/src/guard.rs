@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::backoff::Backoff;
-use crate::breaker::{Breaker, BreakerConfig, Rejected};
+use crate::breaker::{Breaker, BreakerConfig, Permit, Rejected};
 use crate::budget::{BudgetConfig, RetryBudget};
 use crate::bulkhead::{Bulkhead, Overloaded};
 use crate::error::{ConfigError, ensure};
@@ -112,7 +112,18 @@ pub struct CallReport<R> {
     /// True when some attempt may have been acted on (succeeded, got a definitive answer, timed
     /// out or was ambiguous). False means the service surely did nothing.
     pub may_have_acted: bool,
+    /// Attempts with no whole answer (timed out, or lost on the way): the service may still be
+    /// working on them, so "it has no record of the request" proves nothing until they are over.
+    pub unanswered: u32,
     pub elapsed: Duration,
+}
+
+/// A breaker permit taken before the call's other work, so that a caller asks the breaker once:
+/// refused, it turns the work away before doing any of it; admitted, the call's first attempt
+/// goes under this permit. Dropped unused, it frees a half-open probe slot without judging.
+#[derive(Debug)]
+pub struct Admission {
+    permit: Permit,
 }
 
 /// Counters since start, for metrics.
@@ -190,11 +201,48 @@ impl Guard {
         }
     }
 
+    /// Asks the breaker for the call's first attempt now, before the caller does anything else.
+    pub fn admit(&self) -> Result<Admission, Rejected> {
+        self.breaker.permit().map(|permit| Admission { permit }).inspect_err(|_| {
+            self.counters.rejected_by_breaker.fetch_add(1, Relaxed);
+        })
+    }
+
     /// Runs `operation` with every protection, classifying each attempt's result with `classify`.
     ///
     /// Cancel-safe: dropping the returned future frees its concurrency slot and its breaker permit
     /// (a half-open probe slot included) without judging the service.
-    pub async fn call<R, Op, Fut, Classify>(&self, mut operation: Op, classify: Classify) -> CallReport<R>
+    pub async fn call<R, Op, Fut, Classify>(&self, operation: Op, classify: Classify) -> CallReport<R>
+    where
+        Op: FnMut(AttemptInfo) -> Fut,
+        Fut: Future<Output = R>,
+        Classify: Fn(&R) -> Verdict,
+    {
+        let admission = self.breaker.permit().map(|permit| Admission { permit });
+        self.call_with(admission, operation, classify).await
+    }
+
+    /// [`Guard::call`] for a call already admitted by [`Guard::admit`].
+    pub async fn call_admitted<R, Op, Fut, Classify>(
+        &self,
+        admission: Admission,
+        operation: Op,
+        classify: Classify,
+    ) -> CallReport<R>
+    where
+        Op: FnMut(AttemptInfo) -> Fut,
+        Fut: Future<Output = R>,
+        Classify: Fn(&R) -> Verdict,
+    {
+        self.call_with(Ok(admission), operation, classify).await
+    }
+
+    async fn call_with<R, Op, Fut, Classify>(
+        &self,
+        first: Result<Admission, Rejected>,
+        mut operation: Op,
+        classify: Classify,
+    ) -> CallReport<R>
     where
         Op: FnMut(AttemptInfo) -> Fut,
         Fut: Future<Output = R>,
@@ -203,10 +251,12 @@ impl Guard {
         let started = Instant::now();
         let deadline = started + self.retry.deadline;
         self.counters.calls.fetch_add(1, Relaxed);
-        let report = |result, attempts, may_have_acted| CallReport {
+        let mut unanswered = 0;
+        let report = |result, attempts, may_have_acted, unanswered| CallReport {
             result,
             attempts,
             may_have_acted,
+            unanswered,
             elapsed: started.elapsed(),
         };
 
@@ -214,7 +264,7 @@ impl Guard {
             Ok(slot) => slot,
             Err(overloaded) => {
                 self.counters.rejected_overloaded.fetch_add(1, Relaxed);
-                return report(CallResult::Overloaded(overloaded), 0, false);
+                return report(CallResult::Overloaded(overloaded), 0, false, 0);
             }
         };
         self.budget.record_call();
@@ -222,8 +272,13 @@ impl Guard {
         let mut attempts = 0;
         let mut may_have_acted = false;
         let mut last: Option<(Option<R>, Outcome)> = None;
+        let mut first = Some(first);
         loop {
-            let permit = match self.breaker.permit() {
+            let next = match first.take() {
+                Some(admitted) => admitted.map(|admission| admission.permit),
+                None => self.breaker.permit(),
+            };
+            let mut permit = match next {
                 Ok(permit) => permit,
                 Err(rejected) => {
                     self.counters.rejected_by_breaker.fetch_add(1, Relaxed);
@@ -234,9 +289,11 @@ impl Guard {
                         }
                         None => CallResult::CircuitOpen(rejected),
                     };
-                    return report(result, attempts, may_have_acted);
+                    return report(result, attempts, may_have_acted, unanswered);
                 }
             };
+            // A slow call is timed from its attempt, not from an admission taken earlier.
+            permit.restart_clock();
             attempts += 1;
             self.counters.attempts.fetch_add(1, Relaxed);
             if attempts > 1 {
@@ -251,15 +308,22 @@ impl Guard {
                 Ok(result) => (classify(&result), Some(result)),
                 Err(_elapsed) => {
                     self.counters.attempt_timeouts.fetch_add(1, Relaxed);
-                    (Verdict::ambiguous(), None)
+                    (Verdict::lost(), None)
                 }
             };
+            if verdict.unanswered {
+                unanswered += 1;
+            }
             permit.record(verdict.outcome.is_failure());
             debug!(attempt = attempts, outcome = ?verdict.outcome, timed_out = result.is_none(), "attempt finished");
 
             match (verdict.outcome, result) {
-                (Outcome::Success, Some(result)) => return report(CallResult::Success(result), attempts, true),
-                (Outcome::Definitive, Some(result)) => return report(CallResult::Definitive(result), attempts, true),
+                (Outcome::Success, Some(result)) => {
+                    return report(CallResult::Success(result), attempts, true, unanswered);
+                }
+                (Outcome::Definitive, Some(result)) => {
+                    return report(CallResult::Definitive(result), attempts, true, unanswered);
+                }
                 (outcome, result) => {
                     may_have_acted |= outcome != Outcome::NotProcessed;
                     last = Some((result, outcome));
@@ -284,7 +348,7 @@ impl Guard {
             if let Some(stop) = stop
                 && let Some((last, last_outcome)) = last
             {
-                return report(CallResult::Failed { last, last_outcome, stop }, attempts, may_have_acted);
+                return report(CallResult::Failed { last, last_outcome, stop }, attempts, may_have_acted, unanswered);
             }
         }
     }

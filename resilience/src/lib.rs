@@ -30,5 +30,7 @@ pub use breaker::{
 pub use budget::{BudgetConfig, RetryBudget};
 pub use bulkhead::{Bulkhead, Overloaded};
 pub use error::ConfigError;
-pub use guard::{AttemptInfo, CallReport, CallResult, Guard, GuardConfig, GuardStats, RetryConfig, StopReason};
+pub use guard::{
+    Admission, AttemptInfo, CallReport, CallResult, Guard, GuardConfig, GuardStats, RetryConfig, StopReason,
+};
 pub use outcome::{Outcome, Verdict};

@@ -39,23 +39,32 @@ impl Outcome {
 pub struct Verdict {
     pub outcome: Outcome,
     pub retry_after: Option<Duration>,
+    /// The service's answer never came back whole (the connection was lost after sending): it may
+    /// still be working on the request, and commit later, as a timed-out attempt may.
+    pub unanswered: bool,
 }
 
 impl Verdict {
     pub fn success() -> Self {
-        Self { outcome: Outcome::Success, retry_after: None }
+        Self { outcome: Outcome::Success, retry_after: None, unanswered: false }
     }
 
     pub fn definitive() -> Self {
-        Self { outcome: Outcome::Definitive, retry_after: None }
+        Self { outcome: Outcome::Definitive, ..Self::success() }
     }
 
     pub fn not_processed() -> Self {
-        Self { outcome: Outcome::NotProcessed, retry_after: None }
+        Self { outcome: Outcome::NotProcessed, ..Self::success() }
     }
 
+    /// The service answered, and may have acted (a 500).
     pub fn ambiguous() -> Self {
-        Self { outcome: Outcome::Ambiguous, retry_after: None }
+        Self { outcome: Outcome::Ambiguous, ..Self::success() }
+    }
+
+    /// The answer was lost on the way: ambiguous, and maybe still in progress.
+    pub fn lost() -> Self {
+        Self { unanswered: true, ..Self::ambiguous() }
     }
 
     pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {

@@ -29,6 +29,7 @@ enum Answer {
     Approved,
     Declined,
     Unavailable,
+    ServerError,
     Lost,
     Throttled(Duration),
     Hang,
@@ -39,7 +40,8 @@ fn classify(answer: &Answer) -> Verdict {
         Answer::Approved => Verdict::success(),
         Answer::Declined => Verdict::definitive(),
         Answer::Unavailable => Verdict::not_processed(),
-        Answer::Lost => Verdict::ambiguous(),
+        Answer::ServerError => Verdict::ambiguous(),
+        Answer::Lost => Verdict::lost(),
         Answer::Throttled(after) => Verdict::not_processed().with_retry_after(Some(*after)),
         Answer::Hang => unreachable!("a hang never answers"),
     }
@@ -315,4 +317,46 @@ fn refuses_invalid_retry_settings() {
         assert!(Guard::new(GuardConfig { retry: retry.clone(), ..GuardConfig::default() }).is_err(), "{retry:?}");
     }
     assert!(Guard::new(GuardConfig { max_concurrent_calls: 0, ..GuardConfig::default() }).is_err());
+}
+
+/// The caller learns how many attempts never got a whole answer: timed out, or lost on the way.
+/// An answered 500 may have acted too, but it is over.
+#[tokio::test(start_paused = true)]
+async fn the_report_counts_the_attempts_that_were_never_answered() {
+    let guard = Guard::new(lenient(RetryConfig { max_attempts: 4, ..RetryConfig::default() })).unwrap();
+    let script = [Answer::Hang, Answer::Lost, Answer::ServerError, Answer::Unavailable];
+    let report = guard.call(|info| answer(script[info.number as usize - 1]), classify).await;
+    assert_eq!(report.attempts, 4);
+    assert_eq!(report.unanswered, 2, "the hang and the lost answer");
+    assert!(report.may_have_acted);
+    let answered = guard.call(|_| answer(Answer::ServerError), classify).await;
+    assert_eq!((answered.attempts, answered.unanswered), (4, 0));
+}
+
+/// A caller that asks the breaker before its other work (the gateway, before it writes anything)
+/// asks it once: the call's first attempt goes under that admission, and a refusal costs nothing.
+#[tokio::test(start_paused = true)]
+async fn an_admitted_call_asks_the_breaker_once() {
+    let config = GuardConfig {
+        breaker: BreakerConfig { minimum_calls: 1, half_open_probes: 1, ..BreakerConfig::default() },
+        ..GuardConfig::default()
+    };
+    let guard = Guard::new(config).unwrap();
+    guard.call(|_| answer(Answer::Unavailable), classify).await;
+    assert_eq!(guard.breaker().snapshot().state, BreakerState::Open);
+    assert!(guard.admit().is_err(), "open: refused before any work");
+    assert_eq!(guard.stats().rejected_by_breaker, 2, "the retry above and this one");
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // Half-open admits one probe: the admission takes it, and the call runs on it.
+    let admission = guard.admit().unwrap();
+    assert!(guard.admit().is_err(), "the only probe slot is taken");
+    let report = guard.call_admitted(admission, |_| answer(Answer::Approved), classify).await;
+    assert!(matches!(report.result, CallResult::Success(Answer::Approved)));
+    assert_eq!(guard.breaker().snapshot().state, BreakerState::Closed);
+
+    // An admission dropped unused frees its slot without judging the service.
+    guard.breaker().set_mode(resilience::Mode::Auto);
+    drop(guard.admit().unwrap());
+    assert_eq!(guard.breaker().snapshot().state, BreakerState::Closed);
 }

@@ -102,8 +102,9 @@ fn bank_keys(audit: &Audit, finals: &HashMap<String, Option<Final>>) -> HashMap<
         .filter_map(|key| {
             let body = payment_body(key, amount_of_key(key)?);
             let request: payment_api::model::CreatePayment = serde_json::from_slice(&body).ok()?;
-            let fingerprint = payment_api::gateway::fingerprint(audit.fingerprint_key.as_bytes(), &request.canonical());
-            Some((payment_api::gateway::bank_key(&audit.merchant, key, &fingerprint), key.clone()))
+            let fingerprint =
+                payment_api::fingerprint::fingerprint(audit.fingerprint_key.as_bytes(), &request.canonical());
+            Some((payment_api::fingerprint::bank_key(&audit.merchant, key, &fingerprint), key.clone()))
         })
         .collect()
 }

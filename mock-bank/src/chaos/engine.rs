@@ -233,7 +233,7 @@ impl ChaosEngine {
 pub fn parse_config(body: Value) -> Result<ChaosConfig, Problem> {
     let config: ChaosConfig =
         serde_json::from_value(body).map_err(|e| Problem::validation(vec![FieldError::new("", e.to_string())]))?;
-    let errors = config.validate();
+    let errors = super::config::validate(&config);
     if errors.is_empty() { Ok(config) } else { Err(Problem::validation(errors)) }
 }
 

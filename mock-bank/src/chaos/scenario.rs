@@ -131,8 +131,7 @@ fn parse_step(i: usize, step: &Value, errors: &mut Vec<FieldError>) -> (Option<f
         (None, Some(inline)) => match serde_json::from_value::<ChaosConfig>(inline.clone()) {
             Ok(config) => {
                 errors.extend(
-                    config
-                        .validate()
+                    super::config::validate(&config)
                         .into_iter()
                         .map(|e| FieldError::new(field(&format!("config.{}", e.field)), e.message)),
                 );

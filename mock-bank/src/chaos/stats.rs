@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+pub use wire::chaos::{ChaosStats as StatsSnapshot, InjectedCounts};
 
 use super::plan::{Decision, Fault};
 
@@ -21,29 +21,6 @@ pub struct FaultStats {
     outage: AtomicU64,
     slow: AtomicU64,
     forced: AtomicU64,
-}
-
-/// How many banking requests saw each fault since `since`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StatsSnapshot {
-    pub since: DateTime<Utc>,
-    pub requests: u64,
-    pub injected: InjectedCounts,
-    /// Requests whose fault kind came from the `X-Chaos-Fault` header.
-    pub forced_by_header: u64,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct InjectedCounts {
-    pub none: u64,
-    pub failure: u64,
-    pub ambiguous: u64,
-    pub timeout: u64,
-    pub reset: u64,
-    pub throttle: u64,
-    pub outage: u64,
-    /// Requests that got the slow tail (counted on top of their fault kind).
-    pub slow: u64,
 }
 
 impl Default for FaultStats {

@@ -232,6 +232,11 @@ impl Permit {
     pub fn is_probe(&self) -> bool {
         self.probe
     }
+
+    /// Measures the call from now: for a permit taken before the work it guards begins.
+    pub fn restart_clock(&mut self) {
+        self.started = Instant::now();
+    }
 }
 
 impl Drop for Permit {

@@ -1,0 +1,132 @@
+//! What can go wrong with a payment operation, in the payment domain's words. Each error knows its
+//! stable machine code; the HTTP edge turns it into problem+json in one place (`http::problem`).
+
+use std::time::Duration;
+
+use http_conventions::problem::{ErrorCode, FieldError};
+
+use crate::model::PaymentStatus;
+use crate::store::StoreError;
+
+/// The operation an error, a key or an outcome belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Payment,
+    Refund,
+}
+
+impl Operation {
+    pub fn noun(self) -> &'static str {
+        match self {
+            Operation::Payment => "payment",
+            Operation::Refund => "refund",
+        }
+    }
+
+    /// What the bank may have done, when nobody knows yet.
+    pub fn may_have(self) -> &'static str {
+        match self {
+            Operation::Payment => "charged the card",
+            Operation::Refund => "refunded",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    /// The request's fields: every problem at once.
+    #[error("{}", invalid_detail(.0))]
+    Invalid(Vec<FieldError>),
+    #[error("no payment {0}")]
+    NotFound(String),
+    /// Another request holds the key; it may be retried after `retry_after`.
+    #[error("a {} with this Idempotency-Key is still being processed; retry later", .operation.noun())]
+    KeyInUse { operation: Operation, retry_after: Duration },
+    #[error("this Idempotency-Key was already used with a different request")]
+    KeyReused,
+    #[error("payment {payment_id} is {status}; only a succeeded payment can be refunded")]
+    NotRefundable { payment_id: String, status: PaymentStatus },
+    #[error("amount: must be between 1 and the {remaining} left to refund")]
+    OverRefund { remaining: i64 },
+    /// The bank refused a refund outright: the charge cannot take it (`conflict`), or not this amount.
+    #[error("{}", if *.conflict { "the bank refused the refund" } else { "amount: the bank refused the refund amount" })]
+    BankRefusedRefund { conflict: bool },
+    /// The breaker refused the bank call: nothing was done.
+    #[error("the bank is failing and calls to it are paused; nothing was charged")]
+    CircuitOpen { retry_after: Option<Duration> },
+    /// The bank surely did not act.
+    #[error("the bank did not take the payment; nothing was charged")]
+    BankUnavailable,
+    #[error("too many bank calls in flight; nothing was charged")]
+    Overloaded,
+    /// The store failed before the bank was asked (or when it surely did nothing).
+    #[error("the idempotency store is unreachable; nothing was charged, retry later")]
+    StoreUnavailable(#[source] StoreError),
+    /// The bank may have acted, and the store could not record it yet: never "nothing was done".
+    #[error(
+        "the bank may have {}, but the idempotency store is unreachable, so the outcome could not be \
+         recorded yet; it will be. Retry with the same Idempotency-Key to learn it: it is never applied twice",
+        .operation.may_have()
+    )]
+    OutcomeUnknown { operation: Operation },
+}
+
+fn invalid_detail(errors: &[FieldError]) -> String {
+    match errors {
+        [one] => format!("{}: {}", one.field, one.message),
+        many => format!("{} fields are invalid", many.len()),
+    }
+}
+
+impl PaymentError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PaymentError::Invalid(_) | PaymentError::OverRefund { .. } => ErrorCode::ValidationFailed,
+            PaymentError::BankRefusedRefund { conflict: false } => ErrorCode::ValidationFailed,
+            PaymentError::BankRefusedRefund { conflict: true } | PaymentError::NotRefundable { .. } => {
+                ErrorCode::InvalidState
+            }
+            PaymentError::NotFound(_) => ErrorCode::NotFound,
+            PaymentError::KeyInUse { .. } => ErrorCode::IdempotencyKeyInUse,
+            PaymentError::KeyReused => ErrorCode::IdempotencyKeyReused,
+            PaymentError::CircuitOpen { .. } => ErrorCode::CircuitOpen,
+            PaymentError::BankUnavailable => ErrorCode::BankUnavailable,
+            PaymentError::Overloaded => ErrorCode::Overloaded,
+            PaymentError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
+            PaymentError::OutcomeUnknown { .. } => ErrorCode::OutcomeUnknown,
+        }
+    }
+
+    /// When to try again, for the errors that a retry of the same key may cure.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PaymentError::KeyInUse { retry_after, .. } => Some(*retry_after),
+            PaymentError::CircuitOpen { retry_after } => Some(retry_after.unwrap_or(Duration::from_secs(1))),
+            PaymentError::BankUnavailable
+            | PaymentError::Overloaded
+            | PaymentError::StoreUnavailable(_)
+            | PaymentError::OutcomeUnknown { .. } => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// The invalid fields, for a validation error.
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            PaymentError::Invalid(errors) => errors.clone(),
+            PaymentError::OverRefund { remaining } => {
+                vec![FieldError::new("amount", format!("must be between 1 and the {remaining} left to refund"))]
+            }
+            PaymentError::BankRefusedRefund { conflict: false } => {
+                vec![FieldError::new("amount", "the bank refused the refund amount")]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<StoreError> for PaymentError {
+    fn from(error: StoreError) -> Self {
+        PaymentError::StoreUnavailable(error)
+    }
+}

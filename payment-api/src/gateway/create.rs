@@ -1,0 +1,273 @@
+//! `POST /v1/payments`: a payment charged exactly once per idempotency key.
+//!
+//! 1. Ask the breaker once; while it is open, answer from the key's record alone and write
+//!    nothing (nothing could be charged).
+//! 2. Claim the key together with a new `processing` payment (or take over the payment of a
+//!    request that died, or replay, or refuse).
+//! 3. Charge through the guard under the payment's bank key.
+//! 4. Ask the settlement table what that comes to, and commit it with the key's record: the answer
+//!    stored, or the key freed when the bank surely did nothing. If the store fails after the bank
+//!    may have acted, the outcome is kept for later and the client told `outcome_unknown`.
+
+use chrono::Utc;
+use resilience::Rejected;
+use tracing::info;
+use uuid::Uuid;
+
+use super::commit::{Applied, CommitError, RecordOutcome};
+use super::settle::{self, Inquired, NotDone, Rejection, Settlement};
+use super::{Answer, Gateway};
+use crate::backlog::{RecordPlan, Unwritten};
+use crate::bank::Inquiry;
+use crate::error::{Operation, PaymentError};
+use crate::fingerprint::bank_key;
+use crate::model::{CardSummary, Change, ChargeOutcome, CreatePayment, Payment, PaymentStatus};
+use crate::store::{Claim, ClaimRequest, decide_claim, now_ms, scoped_key};
+
+/// What one payment request carries through the charge.
+#[derive(Debug)]
+struct Attempt<'a> {
+    key: &'a str,
+    fingerprint: &'a str,
+    owner: &'a str,
+    request_id: &'a str,
+    started: tokio::time::Instant,
+}
+
+/// What the bank said about a charge, as the payment keeps it.
+pub(super) fn outcome_of(charge: &crate::bank::BankCharge) -> ChargeOutcome {
+    ChargeOutcome {
+        charge_id: charge.id.clone(),
+        approved: charge.status == crate::bank::ChargeStatus::Approved,
+        decline_code: charge.decline_code.clone(),
+    }
+}
+
+/// The error a bank call that did nothing comes to.
+pub(super) fn not_done(why: &NotDone) -> PaymentError {
+    match why {
+        NotDone::CircuitOpen(rejected) => PaymentError::CircuitOpen { retry_after: rejected.retry_after },
+        NotDone::Overloaded => PaymentError::Overloaded,
+        NotDone::BankUnavailable => PaymentError::BankUnavailable,
+    }
+}
+
+impl Gateway {
+    pub(super) async fn answer_payment(
+        &self,
+        merchant: &str,
+        idempotency_key: &str,
+        request: CreatePayment,
+        request_id: &str,
+        started: tokio::time::Instant,
+    ) -> Result<Answer, PaymentError> {
+        request.validate(&self.settings.currencies).map_err(PaymentError::Invalid)?;
+        let key = scoped_key(merchant, "payment", idempotency_key);
+        let admission = match self.admit() {
+            Ok(admission) => admission,
+            Err(rejected) => return self.answer_while_open(&key, &request, rejected).await,
+        };
+        let fingerprint = self.fingerprint(&request.canonical());
+        let now = Utc::now();
+        let payment = Payment {
+            // Time-ordered (UUID v7): new payments land next to each other in the embedded store's
+            // B-trees instead of dirtying a random page each, and ids sort by creation.
+            id: format!("pay_{}", Uuid::now_v7()),
+            version: 1,
+            status: PaymentStatus::Processing,
+            amount: request.amount,
+            currency: request.currency.clone(),
+            order_id: request.order_id.clone(),
+            description: request.description.clone(),
+            metadata: request.metadata.clone(),
+            card: CardSummary::of(&request.card.number),
+            decline_code: None,
+            failure_reason: None,
+            bank_charge_id: None,
+            attempts: 0,
+            refunded_amount: 0,
+            refunds: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            merchant_id: merchant.to_owned(),
+            idempotency_key: idempotency_key.to_owned(),
+            bank_key: Some(bank_key(merchant, idempotency_key, &fingerprint)),
+            // If this request dies, the reconciler takes over once its lease has run out.
+            reconcile_after: Some(now + self.lease()),
+            last_attempt_at: Some(now),
+        };
+        let owner = self.owner(request_id);
+        let claim = ClaimRequest {
+            key: &key,
+            fingerprint: &fingerprint,
+            owner: &owner,
+            resource_id: &payment.id,
+            lease: self.settings.lease,
+            retention: self.settings.retention,
+            insert: Some(&payment),
+        };
+        let claimed = self.timed("claim", self.store.claim(claim)).await?;
+        tracing::Span::current().record("payment_id", payment.id.as_str());
+        let attempt = Attempt { key: &key, fingerprint: &fingerprint, owner: &owner, request_id, started };
+        match claimed {
+            Claim::Fresh => {
+                self.emit(&payment, None);
+                self.charge(payment, &request, &attempt, admission, false).await
+            }
+            Claim::TakeOver { resource_id } => {
+                let existing = self.store.get_payment(&resource_id).await?;
+                let payment = existing.unwrap_or(Payment { id: resource_id, ..payment });
+                info!(payment_id = %payment.id, idempotency_key, "taking over a payment whose request died");
+                let resend = Change::Resend { at: Utc::now(), lease: self.lease() };
+                if payment.is_settled() {
+                    let plan = RecordPlan::AnswerPayment { key: key.clone(), fingerprint: Some(fingerprint.clone()) };
+                    return match self.commit_change(payment, &resend, &plan).await {
+                        Ok(Applied { record: RecordOutcome::Answered(response), .. }) => Ok(Answer::replay(response)),
+                        Ok(_) | Err(CommitError::Refused(_)) => Err(self.key_in_use(Operation::Payment)),
+                        Err(CommitError::Store(error)) => Err(error.into()),
+                    };
+                }
+                // Recorded before the bank sees the charge again, so the reconciler's commit
+                // window starts over. Nothing was sent yet, so a store error here is harmless.
+                let applied = match self.timed("commit", self.commit_change(payment, &resend, &RecordPlan::Keep)).await
+                {
+                    Ok(applied) => applied,
+                    Err(CommitError::Store(error)) => return Err(error.into()),
+                    Err(CommitError::Refused(_)) => return Err(self.key_in_use(Operation::Payment)),
+                };
+                self.charge(applied.payment, &request, &attempt, admission, true).await
+            }
+            Claim::Replay(response) => Ok(Answer::replay(response)),
+            Claim::InUse { retry_after } => Err(PaymentError::KeyInUse { operation: Operation::Payment, retry_after }),
+            Claim::Mismatch => Err(PaymentError::KeyReused),
+        }
+    }
+
+    /// While the breaker refuses every bank call, a payment is answered from its key's record
+    /// alone (a replay, 409 or 422, as the claim would) and otherwise refused with 503 before
+    /// anything is built or written: nothing could be charged, so there is nothing to record.
+    async fn answer_while_open(
+        &self,
+        key: &str,
+        request: &CreatePayment,
+        rejected: Rejected,
+    ) -> Result<Answer, PaymentError> {
+        let record = self.timed("record", self.store.record(key)).await?;
+        let circuit_open = || PaymentError::CircuitOpen { retry_after: rejected.retry_after };
+        // Nothing else is needed to refuse a key nobody has used: the fingerprint, the payment and
+        // the claim are for keys with a record.
+        let Some(record) = record else { return Err(circuit_open()) };
+        let fingerprint = self.fingerprint(&request.canonical());
+        let claim = ClaimRequest {
+            key,
+            fingerprint: &fingerprint,
+            owner: "",
+            resource_id: "",
+            lease: self.settings.lease,
+            retention: self.settings.retention,
+            insert: None,
+        };
+        match decide_claim(Some(&record), &claim, now_ms()).0 {
+            Claim::Replay(response) => Ok(Answer::replay(response)),
+            Claim::InUse { retry_after } => Err(PaymentError::KeyInUse { operation: Operation::Payment, retry_after }),
+            Claim::Mismatch => Err(PaymentError::KeyReused),
+            Claim::Fresh | Claim::TakeOver { .. } => Err(circuit_open()),
+        }
+    }
+
+    /// Charges through the guard and settles the payment from what happened. `inherited`: the
+    /// payment was taken over from a request that died, whose attempts may still commit.
+    async fn charge(
+        &self,
+        payment: Payment,
+        request: &CreatePayment,
+        attempt: &Attempt<'_>,
+        admission: resilience::Admission,
+        inherited: bool,
+    ) -> Result<Answer, PaymentError> {
+        let bank_key = payment.bank_key().to_owned();
+        let report = self.call_bank(Some(admission), || self.bank.charge(&bank_key, request, attempt.request_id)).await;
+        let attempts = report.attempts;
+        let reported = settle::reported(report.result, report.may_have_acted, report.unanswered, |reply| {
+            match (reply.status(), reply.charge()) {
+                (Some(200 | 201 | 402), Some(charge)) => Ok(outcome_of(&charge)),
+                (status, _) => Err(Rejection { status, code: reply.problem_code() }),
+            }
+        });
+        let mut settlement = settle::settle(&reported, None, inherited);
+        if settlement == Settlement::Inquire {
+            let found = match self.bank.inquire(&bank_key, attempt.request_id, self.settings.inquiry_timeout).await {
+                Inquiry::Found(charge) => Inquired::Found(outcome_of(&charge)),
+                Inquiry::NotFound => Inquired::NotFound,
+                Inquiry::Unknown(_) => Inquired::Unknown,
+            };
+            settlement = settle::settle(&reported, Some(&found), inherited);
+        }
+        let answer = || RecordPlan::AnswerPayment {
+            key: attempt.key.to_owned(),
+            fingerprint: Some(attempt.fingerprint.to_owned()),
+        };
+        let (change, plan, not_charged) = match settlement {
+            // The request charged (or found its charge): it may revive the payment (`Change::Settle`).
+            Settlement::Settle(outcome) => (Change::Settle { outcome, attempts, revive: true }, answer(), None),
+            Settlement::Rejected(Rejection { status, code }) => {
+                let code = code.unwrap_or_else(|| "unknown".into());
+                let reason = format!("the bank rejected the charge ({}: {code})", status.unwrap_or(0));
+                (Change::Fail { reason, attempts }, answer(), None)
+            }
+            Settlement::NotDone(why) => {
+                let error = not_done(&why);
+                let plan = RecordPlan::ReleasePayment {
+                    key: attempt.key.to_owned(),
+                    owner: Some(attempt.owner.to_owned()),
+                    fingerprint: Some(attempt.fingerprint.to_owned()),
+                };
+                (Change::Fail { reason: error.to_string(), attempts }, plan, Some(error))
+            }
+            Settlement::Inquire | Settlement::AwaitReconcile => {
+                (Change::AwaitReconcile { at: Utc::now(), attempts }, answer(), None)
+            }
+        };
+        let may_have_charged = not_charged.is_none();
+        match self.timed("commit", self.commit_change(payment.clone(), &change, &plan)).await {
+            Ok(applied) => {
+                self.emit(&applied.payment, Some(attempt.started.elapsed()));
+                if applied.payment.status == PaymentStatus::Processing {
+                    info!(payment_id = %applied.payment.id, "bank outcome unknown; payment left processing for the reconciler");
+                }
+                match applied.record {
+                    RecordOutcome::Answered(response) => Ok(Answer::fresh(response)),
+                    RecordOutcome::Released => Err(not_charged.unwrap_or(PaymentError::BankUnavailable)),
+                    // A request that took the key over holds it now; it answers for the payment.
+                    RecordOutcome::Refused | RecordOutcome::Kept => Err(self.key_in_use(Operation::Payment)),
+                    RecordOutcome::Superseded => self.replay_current(attempt.key).await,
+                }
+            }
+            Err(CommitError::Store(error)) => {
+                self.keep_for_later(Unwritten { payment, change, plan }, &error);
+                if may_have_charged {
+                    Err(PaymentError::OutcomeUnknown { operation: Operation::Payment })
+                } else {
+                    Err(PaymentError::StoreUnavailable(error))
+                }
+            }
+            Err(CommitError::Refused(_)) => Err(PaymentError::BankUnavailable),
+        }
+    }
+
+    /// The key now belongs to another payment (a retry made it after this one's record was
+    /// lost): answer what it answers.
+    async fn replay_current(&self, key: &str) -> Result<Answer, PaymentError> {
+        match self.store.record(key).await? {
+            Some(crate::store::IdempotencyRecord { state: crate::store::RecordState::Done { response }, .. }) => {
+                Ok(Answer::replay(response))
+            }
+            _ => Err(self.key_in_use(Operation::Payment)),
+        }
+    }
+
+    /// 409 for a key that a request holds, retried once its lease may have ended.
+    pub(super) fn key_in_use(&self, operation: Operation) -> PaymentError {
+        PaymentError::KeyInUse { operation, retry_after: self.settings.lease }
+    }
+}

@@ -1,0 +1,332 @@
+//! The gateway: the payment operations and what runs behind them, one module a job.
+//!
+//! - [`create`]: `POST /v1/payments`: claim the key, charge through the guard, settle.
+//! - [`refund`]: `POST /v1/payments/{id}/refunds`: claim, hold the amount, refund, settle.
+//! - [`settle`]: the settlement table every bank call's outcome goes through (a pure function).
+//! - [`commit`]: every change to a payment, applied against its stored version together with its
+//!   key's record, and the backlog of outcomes the store could not take.
+//! - [`reconcile`]: the background pass that settles what was left unknown.
+//!
+//! A new operation (a capture, a cancel) is a module beside `create` and `refund`: it claims its
+//! key, calls the bank through [`Gateway::call_bank`], asks [`settle::settle`] what the outcome
+//! comes to, and commits a [`crate::model::Change`] with a [`RecordPlan`].
+//!
+//! [`Gateway`] keeps its parts private; the HTTP handlers and the background tasks call its
+//! methods.
+
+mod commit;
+mod create;
+mod reconcile;
+mod refund;
+pub mod settle;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use resilience::{Admission, CallReport, Guard, Mode, Rejected, Transition};
+use serde::Serialize;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::backlog::Backlog;
+pub use crate::backlog::RecordPlan;
+use crate::bank::{BankClient, BankReply, classify};
+use crate::config::Config;
+use crate::error::PaymentError;
+use crate::events::{Envelope, Events, LatencyWindow};
+use crate::metrics::{Metrics, PaymentOutcome};
+use crate::model::{CreatePayment, Payment};
+use crate::store::{PaymentFilter, PaymentPage, Store, StoreError, StoredResponse};
+
+/// What an operation answers: the status and body stored for the key, given again (`replayed`)
+/// to every retry of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub replayed: bool,
+}
+
+impl Answer {
+    fn fresh(response: StoredResponse) -> Self {
+        Self { status: response.status, body: response.body, replayed: false }
+    }
+
+    fn replay(response: StoredResponse) -> Self {
+        Self { status: response.status, body: response.body, replayed: true }
+    }
+}
+
+/// Settings the flows need, taken from the configuration once.
+#[derive(Debug, Clone)]
+struct Settings {
+    lease: Duration,
+    retention: Duration,
+    commit_window: Duration,
+    inquiry_timeout: Duration,
+    /// The bank call's overall deadline: attempts may be sent until then.
+    bank_deadline: Duration,
+    reconcile_interval: Duration,
+    currencies: Vec<String>,
+}
+
+pub struct Gateway {
+    store: Store,
+    bank: BankClient,
+    guard: Guard,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    events: Arc<Events>,
+    latency: LatencyWindow,
+    /// Payment requests being answered now.
+    in_flight: AtomicU64,
+    /// Outcomes the store could not take yet.
+    backlog: Backlog,
+    fingerprint_key: Vec<u8>,
+    /// Names this process in idempotency leases.
+    instance: String,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("store", &self.store.kind()).field("instance", &self.instance).finish()
+    }
+}
+
+impl Gateway {
+    pub fn new(config: &Config, store: Store, events: Arc<Events>, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let fingerprint_key = match &config.fingerprint_key {
+            Some(key) => key.as_bytes().to_vec(),
+            None => Uuid::new_v4().as_bytes().to_vec(),
+        };
+        Ok(Self {
+            store,
+            bank: BankClient::new(&config.bank_url)?,
+            guard: Guard::new(config.guard())?,
+            settings: Settings {
+                lease: config.lease(),
+                retention: config.retention(),
+                commit_window: config.commit_window(),
+                inquiry_timeout: Duration::from_millis(config.attempt_timeout_ms),
+                bank_deadline: Duration::from_millis(config.deadline_ms),
+                reconcile_interval: Duration::from_millis(config.reconcile_interval_ms),
+                currencies: config.currencies.clone(),
+            },
+            metrics,
+            events,
+            latency: LatencyWindow::default(),
+            in_flight: AtomicU64::new(0),
+            backlog: Backlog::default(),
+            fingerprint_key,
+            instance: format!("gw_{}", Uuid::new_v4().simple()),
+        })
+    }
+
+    /// `POST /v1/payments`: answers, and counts what the answer was.
+    pub async fn create_payment(
+        &self,
+        merchant: &str,
+        idempotency_key: &str,
+        request: CreatePayment,
+        request_id: &str,
+    ) -> Result<Answer, PaymentError> {
+        let started = tokio::time::Instant::now();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = self.answer_payment(merchant, idempotency_key, request, request_id, started).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let outcome = PaymentOutcome::of(&result);
+        if outcome.is_conflict() {
+            self.metrics.idempotency_conflicts.inc(format!("kind=\"{}\"", outcome.as_str()));
+        } else if outcome.took_the_bank_path() {
+            self.latency.record(started.elapsed());
+        }
+        if outcome == PaymentOutcome::Replayed {
+            self.metrics.idempotent_replays.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics.payment(outcome.as_str());
+        result
+    }
+
+    /// `POST /v1/payments/{id}/refunds`.
+    pub async fn refund(
+        &self,
+        merchant: &str,
+        payment_id: &str,
+        idempotency_key: &str,
+        amount: Option<i64>,
+        request_id: &str,
+    ) -> Result<Answer, PaymentError> {
+        self.answer_refund(merchant, payment_id, idempotency_key, amount, request_id).await
+    }
+
+    /// A payment of this merchant (another merchant's payment does not exist for you).
+    pub async fn payment(&self, merchant: &str, payment_id: &str) -> Result<Payment, PaymentError> {
+        match self.store.get_payment(payment_id).await? {
+            Some(payment) if payment.merchant_id == merchant => Ok(payment),
+            _ => Err(PaymentError::NotFound(payment_id.to_owned())),
+        }
+    }
+
+    /// A page of this merchant's payments, newest first.
+    pub async fn payments(&self, merchant: &str, filter: &PaymentFilter) -> Result<PaymentPage, PaymentError> {
+        Ok(self.store.list_payments(merchant, filter).await?)
+    }
+
+    /// The currencies payments may be made in.
+    pub fn currencies(&self) -> &[String] {
+        &self.settings.currencies
+    }
+
+    /// Whether the store answers; its kind when it does.
+    pub async fn ready(&self) -> Result<&'static str, StoreError> {
+        self.store.ping().await.map(|()| self.store.kind())
+    }
+
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
+    /// The breaker as operators see it.
+    pub fn breaker(&self) -> wire::BreakerView {
+        crate::events::breaker_view(self.guard.breaker())
+    }
+
+    /// Forces the breaker open or closed, or returns it to its policy.
+    pub fn set_breaker(&self, mode: Mode) -> wire::BreakerView {
+        self.guard.breaker().set_mode(mode);
+        self.breaker()
+    }
+
+    /// Every breaker transition from now on.
+    pub fn breaker_transitions(&self) -> broadcast::Receiver<Transition> {
+        self.guard.breaker().transitions()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(
+            &self.guard.stats(),
+            &self.guard.breaker().snapshot(),
+            self.in_flight.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The live event stream, counted as a subscriber until the returned guard is dropped.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<Envelope>>, crate::metrics::Subscriber) {
+        (self.events.subscribe(), crate::metrics::Subscriber::new(Arc::clone(&self.metrics)))
+    }
+
+    /// Publishes an event on the live stream.
+    pub fn publish(&self, kind: &'static str, data: &impl Serialize) {
+        self.events.publish(kind, data);
+    }
+
+    /// Announces a breaker transition: counted, and streamed.
+    pub fn breaker_moved(&self, transition: &Transition) {
+        let event = crate::events::breaker_event(transition);
+        self.metrics.breaker_transitions.inc(format!("to=\"{}\"", event.to));
+        self.events.publish("breaker", &event);
+    }
+
+    /// The once-a-second `stats` event: totals since start, and their rates since `previous`.
+    pub fn stats(&self, previous: &std::collections::BTreeMap<String, u64>, elapsed: Duration) -> wire::Stats {
+        let totals = self.metrics.payment_totals();
+        let seconds = elapsed.as_secs_f64().max(1e-3);
+        let rates = totals
+            .iter()
+            .map(|(outcome, total)| {
+                let before = previous.get(outcome).copied().unwrap_or(0);
+                (outcome.clone(), (total - before.min(*total)) as f64 / seconds)
+            })
+            .collect();
+        let [p50, p95, p99] = self.latency.percentiles();
+        let guard = self.guard.stats();
+        wire::Stats {
+            at: Some(Utc::now()),
+            totals,
+            rates,
+            latency_ms: wire::LatencyPercentiles { p50, p95, p99 },
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            retries: guard.retries,
+            budget_refusals: guard.budget_refusals,
+            attempt_timeouts: guard.attempt_timeouts,
+            breaker: Some(self.breaker()),
+        }
+    }
+
+    /// How often the reconciler runs.
+    pub fn reconcile_interval(&self) -> Duration {
+        self.settings.reconcile_interval
+    }
+
+    /// Whether outcomes wait for the store to come back.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    fn owner(&self, request_id: &str) -> String {
+        format!("{}/{request_id}", self.instance)
+    }
+
+    fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::MAX)
+    }
+
+    fn fingerprint(&self, canonical: &impl Serialize) -> String {
+        crate::fingerprint::fingerprint(&self.fingerprint_key, canonical)
+    }
+
+    /// Asks the breaker for a bank call before anything else is done for it.
+    fn admit(&self) -> Result<Admission, Rejected> {
+        self.guard.admit()
+    }
+
+    /// Runs one bank operation through the guard (under `admission` if one was taken), counting
+    /// each attempt's result.
+    async fn call_bank<F, Fut>(&self, admission: Option<Admission>, operation: F) -> CallReport<BankReply>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = BankReply>,
+    {
+        let attempt = |_| async {
+            let started = tokio::time::Instant::now();
+            let reply = operation().await;
+            self.metrics.bank_call(crate::bank::result_label(&reply), started.elapsed());
+            reply
+        };
+        match admission {
+            Some(admission) => self.guard.call_admitted(admission, attempt, classify).await,
+            None => self.guard.call(attempt, classify).await,
+        }
+    }
+
+    /// Runs a store operation and records how long it took.
+    async fn timed<T>(&self, operation: &str, work: impl Future<Output = T>) -> T {
+        let started = tokio::time::Instant::now();
+        let value = work.await;
+        self.metrics.observe_store(operation, started.elapsed());
+        value
+    }
+
+    /// Announces a payment's (new) state on the live stream.
+    fn emit(&self, payment: &Payment, latency: Option<Duration>) {
+        self.events.publish(
+            "payment",
+            &wire::PaymentEvent {
+                payment_id: payment.id.clone(),
+                merchant_id: payment.merchant_id.clone(),
+                status: payment.status,
+                amount: payment.amount,
+                currency: payment.currency.clone(),
+                attempts: payment.attempts,
+                latency_ms: latency.map(|d| d.as_secs_f64() * 1_000.0),
+                decline_code: payment.decline_code.clone(),
+                failure_reason: payment.failure_reason.clone(),
+                at: Utc::now(),
+            },
+        );
+    }
+}

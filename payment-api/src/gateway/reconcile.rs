@@ -1,0 +1,152 @@
+//! The reconciler's pass: settles every payment whose outcome was left unknown (answered 202, or
+//! a request that died), by status inquiry, and every pending refund, by reading its charge.
+//! Several instances may run it against one store: an inquiry only reads, and every write it
+//! leads to goes through the version check like any other change.
+
+use std::sync::atomic::Ordering;
+
+use chrono::Utc;
+use tracing::{info, warn};
+
+use super::Gateway;
+use super::commit::{Applied, CommitError, RecordOutcome};
+use super::create::outcome_of;
+use crate::backlog::RecordPlan;
+use crate::bank::Inquiry;
+use crate::model::{Change, Payment, PaymentStatus, RefundStatus};
+use crate::store::{StoreError, now_ms, scoped_key};
+
+impl Gateway {
+    pub async fn reconcile_due(&self) -> Result<usize, StoreError> {
+        let due = self.store.due_payments(now_ms(), 100).await?;
+        self.metrics.reconciler_backlog.store(due.len() as u64, Ordering::Relaxed);
+        let mut settled = 0;
+        for payment in due {
+            let done = if payment.status == PaymentStatus::Processing {
+                self.reconcile(payment).await?
+            } else {
+                self.reconcile_refunds(payment).await?
+            };
+            if done {
+                settled += 1;
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Whether the bank can no longer commit an operation last sent at `last_sent`.
+    fn commit_window_passed(&self, last_sent: chrono::DateTime<Utc>) -> bool {
+        let quiet = (Utc::now() - last_sent).to_std().unwrap_or_default();
+        quiet > self.settings.bank_deadline + self.settings.commit_window
+    }
+
+    /// Commits a reconciler's change; a store error ends the pass (the next one tries again).
+    async fn reconciler_commit(
+        &self,
+        payment: Payment,
+        change: Change,
+        plan: RecordPlan,
+    ) -> Result<Applied, StoreError> {
+        let committed = self.commit_change(payment, &change, &plan).await;
+        match committed {
+            Ok(applied) => Ok(applied),
+            Err(CommitError::Store(error)) => Err(error),
+            Err(CommitError::Refused(refusal)) => {
+                Err(StoreError::Corrupt(format!("reconciler change refused: {refusal:?}")))
+            }
+        }
+    }
+
+    async fn reschedule(&self, payment: Payment) -> Result<(), StoreError> {
+        let at = Utc::now() + self.settings.reconcile_interval * 2;
+        let change = if payment.status == PaymentStatus::Processing {
+            Change::AwaitReconcile { at, attempts: 0 }
+        } else {
+            let pending = payment.refunds.iter().find(|r| r.status == RefundStatus::Pending).map(|r| r.id.clone());
+            let Some(id) = pending else { return Ok(()) };
+            Change::RefundPending { id, at }
+        };
+        self.reconciler_commit(payment, change, RecordPlan::Keep).await.map(drop)
+    }
+
+    async fn reconcile(&self, payment: Payment) -> Result<bool, StoreError> {
+        let key = scoped_key(&payment.merchant_id, "payment", &payment.idempotency_key);
+        let last_sent = payment.last_attempt_at.unwrap_or(payment.created_at);
+        match self.bank.inquire(payment.bank_key(), "reconciler", self.settings.inquiry_timeout).await {
+            Inquiry::Found(charge) => {
+                let change = Change::Settle { outcome: outcome_of(&charge), attempts: 0, revive: false };
+                let plan = RecordPlan::AnswerPayment { key, fingerprint: None };
+                let applied = self.reconciler_commit(payment.clone(), change, plan).await?;
+                let settled = matches!(applied.payment.status, PaymentStatus::Succeeded | PaymentStatus::Declined);
+                if applied.record == RecordOutcome::Superseded || !settled {
+                    // Failed meanwhile (the charge is a newer payment's), or its key is another
+                    // payment's: not this payment's charge to claim.
+                    return self.reschedule(payment).await.map(|()| false);
+                }
+                info!(payment_id = %applied.payment.id, status = applied.payment.status.as_str(), "reconciled payment");
+                self.metrics.reconciled.inc(format!("result=\"{}\"", applied.payment.status.as_str()));
+                self.emit(&applied.payment, None);
+                Ok(true)
+            }
+            Inquiry::NotFound if self.commit_window_passed(last_sent) => {
+                let change = Change::Fail { reason: "the bank has no record of this charge".into(), attempts: 0 };
+                // Not from under a live request: a client's retry may have taken the payment over.
+                let plan = RecordPlan::ReleasePayment { key, owner: None, fingerprint: None };
+                let applied = self.reconciler_commit(payment, change, plan).await?;
+                if applied.record != RecordOutcome::Released {
+                    return Ok(false);
+                }
+                info!(payment_id = %applied.payment.id, "reconciled payment: never charged; key released");
+                self.metrics.reconciled.inc("result=\"released\"".to_owned());
+                self.emit(&applied.payment, None);
+                Ok(true)
+            }
+            other => {
+                if let Inquiry::Unknown(reason) = other {
+                    warn!(payment_id = %payment.id, reason, "reconciler could not reach the bank");
+                }
+                self.reschedule(payment).await.map(|()| false)
+            }
+        }
+    }
+
+    /// Settles the pending refunds of a payment from what the bank's charge carries.
+    async fn reconcile_refunds(&self, payment: Payment) -> Result<bool, StoreError> {
+        let charge_id = payment.bank_charge_id.clone().unwrap_or_default();
+        let reply = tokio::time::timeout(self.settings.inquiry_timeout, self.bank.get_charge(&charge_id, "reconciler"));
+        let Some(charge) = reply.await.ok().filter(|r| r.status() == Some(200)).and_then(|r| r.charge()) else {
+            warn!(payment_id = %payment.id, "reconciler could not read the charge of a pending refund");
+            return self.reschedule(payment).await.map(|()| false);
+        };
+        let pending: Vec<_> = payment.refunds.iter().filter(|r| r.status == RefundStatus::Pending).cloned().collect();
+        let mut current = payment;
+        let mut settled = false;
+        for refund in pending {
+            let key = scoped_key(&current.merchant_id, "refund", &refund.idempotency_key);
+            let last_sent = refund.last_attempt_at.unwrap_or(refund.created_at);
+            let (change, plan) = if charge.refunds.iter().any(|r| r.idempotency_key == refund.id) {
+                let plan = RecordPlan::AnswerRefund { key, refund_id: refund.id.clone(), fingerprint: None };
+                (Change::RefundSucceeded { id: refund.id.clone() }, plan)
+            } else if self.commit_window_passed(last_sent) {
+                let plan =
+                    RecordPlan::ReleaseRefund { key, refund_id: refund.id.clone(), owner: None, fingerprint: None };
+                (Change::RefundFailed { id: refund.id.clone() }, plan)
+            } else {
+                continue;
+            };
+            let applied = self.reconciler_commit(current.clone(), change, plan).await?;
+            if applied.record == RecordOutcome::Refused {
+                continue;
+            }
+            current = applied.payment;
+            settled = true;
+            info!(payment_id = %current.id, refund_id = %refund.id, "reconciled refund");
+            self.metrics.reconciled.inc("result=\"refund\"".to_owned());
+            self.emit(&current, None);
+        }
+        if current.has_pending_refunds() {
+            self.reschedule(current).await?;
+        }
+        Ok(settled)
+    }
+}

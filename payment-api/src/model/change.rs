@@ -1,0 +1,254 @@
+//! The changes a payment goes through, each a pure function of the payment as it is now. The store
+//! writes a changed payment only over the version it was derived from; when another change got
+//! there first, the change is applied again to that payment (see `store::decide_commit`).
+
+use chrono::{DateTime, Utc};
+
+use super::payment::{Payment, PaymentStatus, Refund, RefundStatus};
+
+/// What the bank said about a charge, as far as a payment needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeOutcome {
+    pub charge_id: String,
+    pub approved: bool,
+    pub decline_code: Option<String>,
+}
+
+/// One change to a payment. The store applies changes against the payment's current version;
+/// when another change won the race, this one is applied again to the winner's payment. So each
+/// change is written to be applied to whatever state the payment is in by then: settling an
+/// already settled payment, failing a succeeded one or finishing a refund twice changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The gateway is about to send the charge (again): the commit window starts over, and the
+    /// reconciler waits for the lease before looking.
+    Resend { at: DateTime<Utc>, lease: chrono::Duration },
+    /// The bank's answer, after `attempts` more attempts. A failed payment is settled only with
+    /// `revive`: the charges of one client key share a bank key, so a charge found under it may be
+    /// a newer payment's (made after this one failed and freed the key). A request that charged
+    /// revives its payment together with the key's record, which the store writes only while the
+    /// key is still this payment's or gone (`store::decide_commit`); the reconciler never does.
+    Settle { outcome: ChargeOutcome, attempts: u32, revive: bool },
+    /// The bank surely did not charge under this request, or refused it outright.
+    Fail { reason: String, attempts: u32 },
+    /// The outcome is unknown: the reconciler looks at `at`.
+    AwaitReconcile { at: DateTime<Utc>, attempts: u32 },
+    /// Holds a refund's amount (`None`: all that is left) while the bank is asked, or, for a
+    /// refund already pending under this id, records that it is sent again. `lease` is how long
+    /// before the reconciler may look at it if the request dies.
+    ReserveRefund {
+        id: String,
+        amount: Option<i64>,
+        idempotency_key: String,
+        at: DateTime<Utc>,
+        lease: chrono::Duration,
+    },
+    /// The bank refunded.
+    RefundSucceeded { id: String },
+    /// The bank surely did not refund: the held amount is free again.
+    RefundFailed { id: String },
+    /// The bank's answer about a refund is unknown: the reconciler looks at `at`.
+    RefundPending { id: String, at: DateTime<Utc> },
+}
+
+/// Why a refund cannot be reserved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundRefusal {
+    /// Only a succeeded (or partly refunded) payment can be refunded.
+    NotRefundable(PaymentStatus),
+    /// More than is left once succeeded and pending refunds are counted.
+    OverRefund { remaining: i64 },
+}
+
+impl Payment {
+    /// The payment with `change` applied and its version bumped, or why a refund cannot be held.
+    /// `now` stamps `updated_at` when something changed.
+    pub fn apply(&self, change: &Change, now: DateTime<Utc>) -> Result<Payment, RefundRefusal> {
+        let mut next = self.clone();
+        match change {
+            Change::Resend { at, lease } => {
+                if self.is_settled() {
+                    return Ok(next);
+                }
+                next.last_attempt_at = Some(*at);
+                next.reconcile_after = Some(*at + *lease);
+            }
+            Change::Settle { outcome, attempts, revive } => {
+                next.attempts += attempts;
+                // A later answer never overturns an earlier one: the bank has one charge per key.
+                if self.status == PaymentStatus::Processing || (*revive && self.status == PaymentStatus::Failed) {
+                    next.bank_charge_id = Some(outcome.charge_id.clone());
+                    next.status = if outcome.approved { PaymentStatus::Succeeded } else { PaymentStatus::Declined };
+                    next.decline_code = outcome.decline_code.clone();
+                    next.failure_reason = None;
+                }
+                next.reconcile_after = next.due_for_refunds();
+            }
+            Change::Fail { reason, attempts } => {
+                next.attempts += attempts;
+                if self.status == PaymentStatus::Processing {
+                    next.status = PaymentStatus::Failed;
+                    next.failure_reason = Some(reason.clone());
+                    next.reconcile_after = None;
+                }
+            }
+            Change::AwaitReconcile { at, attempts } => {
+                next.attempts += attempts;
+                if self.status == PaymentStatus::Processing {
+                    next.reconcile_after = Some(*at);
+                }
+            }
+            Change::ReserveRefund { id, amount, idempotency_key, at, lease } => {
+                match self.refund(id).map(|r| r.status) {
+                    // Sent again by a request that took over: the commit window starts over.
+                    Some(RefundStatus::Pending) => {
+                        if let Some(refund) = next.refunds.iter_mut().find(|r| r.id == *id) {
+                            refund.last_attempt_at = Some(*at);
+                        }
+                        next.reconcile_after =
+                            Some(next.reconcile_after.map_or(*at + *lease, |due| due.min(*at + *lease)));
+                    }
+                    Some(RefundStatus::Succeeded) => {}
+                    // Its earlier request surely refunded nothing: reserve it afresh.
+                    Some(RefundStatus::Failed) | None => {
+                        if !matches!(self.status, PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded) {
+                            return Err(RefundRefusal::NotRefundable(self.status));
+                        }
+                        next.refunds.retain(|r| r.id != *id);
+                        let remaining = next.refundable();
+                        let amount = amount.unwrap_or(remaining);
+                        if amount <= 0 || amount > remaining {
+                            return Err(RefundRefusal::OverRefund { remaining });
+                        }
+                        next.refunds.push(Refund {
+                            id: id.clone(),
+                            amount,
+                            status: RefundStatus::Pending,
+                            created_at: *at,
+                            idempotency_key: idempotency_key.clone(),
+                            last_attempt_at: Some(*at),
+                        });
+                        let due = *at + *lease;
+                        next.reconcile_after = Some(next.reconcile_after.map_or(due, |d| d.min(due)));
+                    }
+                }
+            }
+            Change::RefundSucceeded { id } => next.set_refund_status(id, RefundStatus::Succeeded),
+            Change::RefundFailed { id } => next.set_refund_status(id, RefundStatus::Failed),
+            Change::RefundPending { id, at } => {
+                if self.refund(id).is_some_and(|r| r.status == RefundStatus::Pending) {
+                    next.reconcile_after = Some(*at);
+                }
+            }
+        }
+        if next != *self {
+            next.updated_at = now;
+        }
+        // Written even when nothing changed, so the record change that goes with it is too.
+        next.version = self.version + 1;
+        Ok(next)
+    }
+
+    /// Settles a pending refund (a settled one stays as it is) and recomputes the totals.
+    fn set_refund_status(&mut self, id: &str, status: RefundStatus) {
+        let Some(refund) = self.refunds.iter_mut().find(|r| r.id == id) else { return };
+        if refund.status != RefundStatus::Pending {
+            return;
+        }
+        refund.status = status;
+        self.refunded_amount =
+            self.refunds.iter().filter(|r| r.status == RefundStatus::Succeeded).map(|r| r.amount).sum();
+        if self.refunded_amount > 0 {
+            self.status = if self.refunded_amount >= self.amount {
+                PaymentStatus::Refunded
+            } else {
+                PaymentStatus::PartiallyRefunded
+            };
+        }
+        self.reconcile_after = if self.has_pending_refunds() { self.reconcile_after } else { None };
+    }
+
+    /// While a refund is pending, the reconciler keeps looking at the payment.
+    fn due_for_refunds(&self) -> Option<DateTime<Utc>> {
+        if self.has_pending_refunds() { self.reconcile_after } else { None }
+    }
+
+    /// When the reconciler should look at this payment, if at all: while it is processing, or
+    /// while one of its refunds is pending.
+    pub fn due_at(&self) -> Option<DateTime<Utc>> {
+        let waiting = self.status == PaymentStatus::Processing || self.has_pending_refunds();
+        waiting.then(|| self.reconcile_after.unwrap_or(DateTime::<Utc>::UNIX_EPOCH))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn processing() -> Payment {
+        serde_json::from_value(serde_json::json!({
+            "id": "pay_1", "version": 3, "status": "processing", "amount": 1000, "currency": "USD",
+            "order_id": null, "description": null, "metadata": {}, "card": {"brand": "visa", "last4": "4242"},
+            "decline_code": null, "failure_reason": null, "bank_charge_id": null, "attempts": 1,
+            "refunded_amount": 0, "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "merchant_id": "m", "idempotency_key": "k", "reconcile_after": null
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn settle(revive: bool) -> Change {
+        let outcome = ChargeOutcome { charge_id: "ch_1".into(), approved: true, decline_code: None };
+        Change::Settle { outcome, attempts: 0, revive }
+    }
+
+    fn apply(payment: &Payment, change: &Change) -> Payment {
+        payment.apply(change, Utc::now()).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn every_change_bumps_the_version_and_settles_only_what_it_may() {
+        let paid = apply(&processing(), &settle(false));
+        assert_eq!((paid.status, paid.version), (PaymentStatus::Succeeded, 4));
+        let failed = apply(&processing(), &Change::Fail { reason: "no".into(), attempts: 1 });
+        assert_eq!((failed.status, failed.attempts), (PaymentStatus::Failed, 2));
+        // A failed payment freed its key; a charge under the key may be a newer payment's.
+        assert_eq!(apply(&failed, &settle(false)).status, PaymentStatus::Failed, "the reconciler never revives");
+        assert_eq!(apply(&failed, &settle(true)).status, PaymentStatus::Succeeded, "the request that charged may");
+        // Failing or settling a settled payment changes nothing but the version.
+        let again = apply(&paid, &Change::Fail { reason: "late".into(), attempts: 0 });
+        assert_eq!((again.status, again.version), (PaymentStatus::Succeeded, 5));
+    }
+
+    #[test]
+    fn refund_holds_add_up_and_settle_once() {
+        let paid = apply(&processing(), &settle(false));
+        let reserve = |id: &str, amount: Option<i64>| Change::ReserveRefund {
+            id: id.into(),
+            amount,
+            idempotency_key: format!("key-{id}"),
+            at: Utc::now(),
+            lease: chrono::Duration::seconds(30),
+        };
+        let held = apply(&apply(&paid, &reserve("re_1", Some(600))), &reserve("re_2", None));
+        assert_eq!((held.refund("re_2").map(|r| r.amount), held.refundable()), (Some(400), 0));
+        assert!(held.due_at().is_some(), "pending refunds are the reconciler's");
+        assert_eq!(held.apply(&reserve("re_3", Some(1)), Utc::now()), Err(RefundRefusal::OverRefund { remaining: 0 }));
+        let one = apply(&held, &Change::RefundSucceeded { id: "re_1".into() });
+        let both = apply(
+            &apply(&one, &Change::RefundFailed { id: "re_2".into() }),
+            &Change::RefundSucceeded { id: "re_2".into() },
+        );
+        assert_eq!(
+            (both.refunded_amount, both.status),
+            (600, PaymentStatus::PartiallyRefunded),
+            "a failed refund stays failed"
+        );
+        assert_eq!(both.due_at(), None);
+        assert_eq!(both.refundable(), 400, "what a failed refund held is free again");
+        let declined = Payment { status: PaymentStatus::Declined, ..processing() };
+        assert_eq!(
+            declined.apply(&reserve("re_9", None), Utc::now()),
+            Err(RefundRefusal::NotRefundable(PaymentStatus::Declined))
+        );
+    }
+}

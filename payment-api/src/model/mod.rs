@@ -1,0 +1,10 @@
+//! The payment domain: what a client sends ([`request`]), what the gateway stores and shows
+//! ([`payment`]), and the changes a payment goes through ([`change`]).
+
+pub mod change;
+pub mod payment;
+pub mod request;
+
+pub use change::{Change, ChargeOutcome, RefundRefusal};
+pub use payment::{CardSummary, Payment, PaymentStatus, PublicPayment, PublicRefund, Refund, RefundStatus};
+pub use request::{Canonical, CardInput, CreatePayment, MAX_AMOUNT};

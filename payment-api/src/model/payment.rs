@@ -1,0 +1,191 @@
+//! A payment as the gateway stores it, its refunds, and the objects the API shows of them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+pub use http_conventions::card::CardSummary;
+use serde::{Deserialize, Serialize};
+pub use wire::PaymentStatus;
+
+/// Where a refund stands. `pending` holds its amount against the payment while the bank's answer
+/// is unknown, so that racing refunds can never together exceed what was charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Pending => "pending",
+            RefundStatus::Succeeded => "succeeded",
+            RefundStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A refund as stored inside its payment. Its id is also the bank's idempotency key for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: String,
+    pub amount: i64,
+    pub status: RefundStatus,
+    pub created_at: DateTime<Utc>,
+    /// The client's `Idempotency-Key`, so the reconciler can update the answer stored under it.
+    #[serde(default)]
+    pub idempotency_key: String,
+    /// When the gateway last started sending it to the bank: the bank's commit window for it
+    /// runs from then.
+    #[serde(default)]
+    pub last_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The refund object of the API.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Refund)]
+pub struct PublicRefund<'a> {
+    pub id: &'a str,
+    /// Always `refund`.
+    pub object: &'static str,
+    pub payment_id: &'a str,
+    pub amount: i64,
+    /// `succeeded`, or `pending` while the bank's answer is unknown (answered 202; the
+    /// reconciler settles it, and a retry with the same key returns the settled refund).
+    pub status: RefundStatus,
+    pub bank_refund_id: Option<&'a str>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A payment as stored. Its public fields are what clients see; `merchant_id`,
+/// `idempotency_key`, `bank_key`, `version` and `reconcile_after` are the gateway's own
+/// bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payment {
+    pub id: String,
+    /// Bumped by every write. A store writes a payment only over the version it was derived from,
+    /// so two changes racing on one payment can never overwrite each other: the loser re-applies
+    /// its change to the winner's payment (see [`Change`]).
+    #[serde(default)]
+    pub version: u64,
+    pub status: PaymentStatus,
+    pub amount: i64,
+    pub currency: String,
+    pub order_id: Option<String>,
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub card: CardSummary,
+    pub decline_code: Option<String>,
+    pub failure_reason: Option<String>,
+    pub bank_charge_id: Option<String>,
+    pub attempts: u32,
+    /// The sum of the succeeded refunds.
+    pub refunded_amount: i64,
+    #[serde(default)]
+    pub refunds: Vec<Refund>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub merchant_id: String,
+    pub idempotency_key: String,
+    /// The idempotency key the bank is charged under: derived from the merchant, the client's key
+    /// and the request, never from this payment's id, so that even a store that lost this payment
+    /// sends a retry to the bank as the same charge. `None` in payments written before it existed,
+    /// which were charged under their id.
+    #[serde(default)]
+    pub bank_key: Option<String>,
+    /// While `processing`, or while a refund is pending: when the reconciler should look at it
+    /// (at once after a 202, after the lease for a request that may still be running).
+    pub reconcile_after: Option<DateTime<Utc>>,
+    /// When the gateway last started sending this charge to the bank: the bank's commit window
+    /// runs from then, not from the payment's creation (a takeover may charge much later).
+    #[serde(default)]
+    pub last_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The payment object of the API.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Payment)]
+pub struct PublicPayment<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub status: PaymentStatus,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub order_id: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub metadata: &'a BTreeMap<String, String>,
+    pub card: &'a CardSummary,
+    pub decline_code: Option<&'a str>,
+    pub failure_reason: Option<&'a str>,
+    pub bank_charge_id: Option<&'a str>,
+    pub attempts: u32,
+    pub refunded_amount: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Payment {
+    pub fn public(&self) -> PublicPayment<'_> {
+        PublicPayment {
+            id: &self.id,
+            object: "payment",
+            status: self.status,
+            amount: self.amount,
+            currency: &self.currency,
+            order_id: self.order_id.as_deref(),
+            description: self.description.as_deref(),
+            metadata: &self.metadata,
+            card: &self.card,
+            decline_code: self.decline_code.as_deref(),
+            failure_reason: self.failure_reason.as_deref(),
+            bank_charge_id: self.bank_charge_id.as_deref(),
+            attempts: self.attempts,
+            refunded_amount: self.refunded_amount,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    pub fn public_json(&self) -> String {
+        serde_json::to_string(&self.public()).unwrap_or_default()
+    }
+
+    pub fn is_settled(&self) -> bool {
+        self.status != PaymentStatus::Processing
+    }
+
+    /// The key the bank knows this payment's charge by.
+    pub fn bank_key(&self) -> &str {
+        self.bank_key.as_deref().unwrap_or(&self.id)
+    }
+
+    pub fn refund(&self, id: &str) -> Option<&Refund> {
+        self.refunds.iter().find(|r| r.id == id)
+    }
+
+    pub fn has_pending_refunds(&self) -> bool {
+        self.refunds.iter().any(|r| r.status == RefundStatus::Pending)
+    }
+
+    /// What can still be refunded: the amount less succeeded and pending refunds.
+    pub fn refundable(&self) -> i64 {
+        let held: i64 = self.refunds.iter().filter(|r| r.status != RefundStatus::Failed).map(|r| r.amount).sum();
+        self.amount - held
+    }
+
+    /// The refund as the API shows it.
+    pub fn refund_json(&self, refund: &Refund) -> String {
+        let public = PublicRefund {
+            id: &refund.id,
+            object: "refund",
+            payment_id: &self.id,
+            amount: refund.amount,
+            status: refund.status,
+            bank_refund_id: None,
+            created_at: refund.created_at,
+        };
+        serde_json::to_string(&public).unwrap_or_default()
+    }
+}

@@ -1,0 +1,65 @@
+//! A payment's status, and the `payment` event of the gateway's live stream.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where a payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Processing,
+    Succeeded,
+    Declined,
+    Failed,
+    Refunded,
+    PartiallyRefunded,
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 6] = [
+        PaymentStatus::Processing,
+        PaymentStatus::Succeeded,
+        PaymentStatus::Declined,
+        PaymentStatus::Failed,
+        PaymentStatus::Refunded,
+        PaymentStatus::PartiallyRefunded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Processing => "processing",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Declined => "declined",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Refunded => "refunded",
+            PaymentStatus::PartiallyRefunded => "partially_refunded",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A payment's state change, as the live stream carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentEvent {
+    pub payment_id: String,
+    pub merchant_id: String,
+    pub status: PaymentStatus,
+    pub amount: i64,
+    pub currency: String,
+    pub attempts: u32,
+    /// Time since the request arrived, for changes made while answering it.
+    pub latency_ms: Option<f64>,
+    pub decline_code: Option<String>,
+    pub failure_reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
