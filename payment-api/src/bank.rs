@@ -67,11 +67,6 @@ impl BankReply {
             _ => None,
         }
     }
-
-    /// Whether the bank has surely finished with this request (it answered, or never got it).
-    pub fn is_complete(&self) -> bool {
-        !matches!(self, BankReply::Lost(_))
-    }
 }
 
 /// The classification: approved is success; a decline or any other 4xx is a definitive answer

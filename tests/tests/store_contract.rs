@@ -250,6 +250,28 @@ async fn contract(store: Store) {
             .is_empty()
     );
 
+    // Pages of one walk together list each payment once, payments created in the same
+    // microsecond included.
+    let same_time = Utc::now();
+    for n in 0..3 {
+        let mut twin = payment(&format!("pay_{tag}_twin_{n}"), "m5", "twins");
+        twin.created_at = same_time;
+        store.claim(claim(&format!("m5:payment:twin-{n}"), "fp-t", &twin.id, Some(&twin))).await.unwrap();
+    }
+    let mut walked = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let filter = PaymentFilter { limit: 1, starting_after: cursor.clone(), ..Default::default() };
+        let page = store.list_payments("m5", &filter).await.unwrap();
+        walked.extend(page.payments.iter().map(|p| p.id.clone()));
+        cursor = page.payments.last().map(|p| p.id.clone());
+        if !page.has_more {
+            break;
+        }
+    }
+    walked.sort();
+    assert_eq!(walked, (0..3).map(|n| format!("pay_{tag}_twin_{n}")).collect::<Vec<_>>(), "{tag}");
+
     // The reconciler's view: processing payments once due, oldest first, and no others.
     let p4_stored = store.get_payment(&p4.id).await.unwrap().unwrap();
     let due_now = bumped(&p4_stored, |p| p.reconcile_after = Some(Utc::now() - Duration::from_secs(1)));

@@ -5,8 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, PaymentFilter, PaymentPage, RecordChange, RecordWrite,
-    created_micros, decide_claim, decide_commit, due_ms, matches, now_ms,
+    Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, IndexEntry, Pager, PaymentFilter, PaymentPage,
+    RecordChange, RecordWrite, decide_claim, decide_commit, index_moves, now_ms,
 };
 use crate::model::Payment;
 
@@ -27,13 +27,15 @@ struct State {
 
 impl State {
     fn put_payment(&mut self, payment: &Payment) {
-        if let Some(old) = self.payments.get(&payment.id)
-            && let Some(due) = due_ms(old)
-        {
-            self.due.remove(&(due, old.id.clone()));
+        let old = self.payments.get(&payment.id).map(IndexEntry::of);
+        let moves = index_moves(old, IndexEntry::of(payment));
+        if let Some(created) = moves.list {
+            self.by_merchant.insert((payment.merchant_id.clone(), created, payment.id.clone()));
         }
-        self.by_merchant.insert((payment.merchant_id.clone(), created_micros(payment), payment.id.clone()));
-        if let Some(due) = due_ms(payment) {
+        if let Some(due) = moves.unschedule {
+            self.due.remove(&(due, payment.id.clone()));
+        }
+        if let Some(due) = moves.schedule {
             self.due.insert((due, payment.id.clone()));
         }
         self.payments.insert(payment.id.clone(), payment.clone());
@@ -89,28 +91,17 @@ impl MemoryStore {
 
     pub fn list_payments(&self, merchant: &str, filter: &PaymentFilter) -> PaymentPage {
         let state = self.lock();
-        let upper = match filter.starting_after.as_ref().and_then(|id| state.payments.get(id)) {
-            Some(cursor) if cursor.merchant_id == merchant => {
-                (merchant.to_owned(), created_micros(cursor), cursor.id.clone())
-            }
-            Some(_) => return PaymentPage::default(),
-            None => (merchant.to_owned(), i64::MAX, String::new()),
-        };
+        let cursor = filter.starting_after.as_ref().and_then(|id| state.payments.get(id));
+        let Some((mut pager, from)) = Pager::start(merchant, filter, cursor) else { return PaymentPage::default() };
         let lower = (merchant.to_owned(), i64::MIN, String::new());
-        let mut payments = Vec::new();
-        let mut has_more = false;
+        let upper = (merchant.to_owned(), from.map_or(i64::MAX, |created| created.saturating_add(1)), String::new());
         for (_, _, id) in state.by_merchant.range(lower..upper).rev() {
             let Some(payment) = state.payments.get(id) else { continue };
-            if !matches(payment, filter) {
-                continue;
-            }
-            if payments.len() == filter.limit {
-                has_more = true;
+            if pager.offer(payment.clone()).is_break() {
                 break;
             }
-            payments.push(payment.clone());
         }
-        PaymentPage { payments, has_more }
+        pager.finish()
     }
 
     pub fn due_payments(&self, now_ms: i64, limit: usize) -> Vec<Payment> {

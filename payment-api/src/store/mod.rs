@@ -24,6 +24,7 @@
 pub mod memory;
 pub mod redb;
 pub mod redis;
+pub mod rules;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -310,23 +311,13 @@ pub fn decide_claim(
     }
 }
 
-/// Sort key of a payment in its merchant's list: creation time in microseconds.
-pub fn created_micros(payment: &Payment) -> i64 {
-    payment.created_at.timestamp_micros()
-}
+pub use rules::{IndexEntry, Pager, created_micros, due_ms, index_moves, matches};
 
-/// When a payment is due for the reconciler, in milliseconds since the epoch (see
-/// `Payment::due_at`).
-pub fn due_ms(payment: &Payment) -> Option<i64> {
-    payment.due_at().map(|at| at.timestamp_millis())
-}
-
-fn matches(payment: &Payment, filter: &PaymentFilter) -> bool {
-    filter.order_id.as_ref().is_none_or(|order| payment.order_id.as_ref() == Some(order))
-        && filter.status.is_none_or(|status| payment.status == status)
-}
-
-/// The configured backend.
+/// The configured backend. An enum rather than a trait object: the set of backends is closed and
+/// known here, each call is a plain match the compiler checks for every backend (a new operation
+/// cannot be forgotten in one), async methods need no boxing, and the rules the backends share
+/// live beside it as functions ([`decide_claim`], [`decide_commit`], [`rules`]) rather than as
+/// default methods of a trait.
 #[derive(Debug, Clone)]
 pub enum Store {
     Memory(memory::MemoryStore),

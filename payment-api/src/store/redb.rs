@@ -18,8 +18,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, PaymentFilter, PaymentPage, RecordChange, RecordWrite,
-    StoreError, created_micros, decide_claim, decide_commit, due_ms, matches, now_ms,
+    Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, IndexEntry, Pager, PaymentFilter, PaymentPage,
+    RecordChange, RecordWrite, StoreError, created_micros, decide_claim, decide_commit, index_moves, now_ms,
 };
 use crate::model::Payment;
 
@@ -147,35 +147,40 @@ fn due_key(due_ms: i64, id: &str) -> String {
     format!("{:020}\x1f{id}", due_ms.max(0))
 }
 
-/// Writes a payment and keeps both indexes in step, inside the caller's transaction.
+/// Writes a payment and keeps both indexes in step ([`index_moves`]), inside the caller's
+/// transaction.
 fn put_payment(txn: &WriteTransaction, payment: &Payment) -> Result<(), StoreError> {
     let json = serde_json::to_string(payment).map_err(corrupt)?;
     let mut due_of = txn.open_table(DUE_OF).map_err(unavailable)?;
     let known = due_of.get(payment.id.as_str()).map_err(unavailable)?.map(|due| due.value());
     let mut payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
-    // The old due time, from the small table when it has the payment, else from the payment.
-    let (existed, old_due) = match known {
-        Some(due) => (true, (due != NOT_DUE).then_some(due)),
+    // Where the stored payment stands: from the small table when it has the payment, else from
+    // the payment itself (written before the table existed).
+    let old = match known {
+        Some(due) => Some(IndexEntry { created: created_micros(payment), due: (due != NOT_DUE).then_some(due) }),
         None => match payments.get(payment.id.as_str()).map_err(unavailable)? {
-            Some(raw) => (true, due_ms(&serde_json::from_str::<Payment>(raw.value()).map_err(corrupt)?)),
-            None => (false, None),
+            Some(raw) => Some(IndexEntry::of(&serde_json::from_str::<Payment>(raw.value()).map_err(corrupt)?)),
+            None => None,
         },
     };
     payments.insert(payment.id.as_str(), json.as_str()).map_err(unavailable)?;
-    let new_due = due_ms(payment);
-    if old_due != new_due || known.is_none() {
+    let new = IndexEntry::of(payment);
+    let moves = index_moves(old, new);
+    if moves.unschedule.is_some() || moves.schedule.is_some() {
         let mut due = txn.open_table(DUE).map_err(unavailable)?;
-        if let Some(old_due) = old_due {
+        if let Some(old_due) = moves.unschedule {
             due.remove(due_key(old_due, &payment.id).as_str()).map_err(unavailable)?;
         }
-        if let Some(new_due) = new_due {
+        if let Some(new_due) = moves.schedule {
             due.insert(due_key(new_due, &payment.id).as_str(), ()).map_err(unavailable)?;
         }
-        due_of.insert(payment.id.as_str(), new_due.unwrap_or(NOT_DUE)).map_err(unavailable)?;
     }
-    if !existed {
+    if known != Some(new.due.unwrap_or(NOT_DUE)) {
+        due_of.insert(payment.id.as_str(), new.due.unwrap_or(NOT_DUE)).map_err(unavailable)?;
+    }
+    if let Some(created) = moves.list {
         let mut by_merchant = txn.open_table(BY_MERCHANT).map_err(unavailable)?;
-        let key = merchant_key(&payment.merchant_id, created_micros(payment), &payment.id);
+        let key = merchant_key(&payment.merchant_id, created, &payment.id);
         by_merchant.insert(key.as_str(), ()).map_err(unavailable)?;
     }
     txn.open_table(VERSIONS).map_err(unavailable)?.insert(payment.id.as_str(), payment.version).map_err(unavailable)?;
@@ -345,32 +350,28 @@ impl RedbStore {
                 let raw = payments.get(id).map_err(unavailable)?;
                 raw.map(|raw| serde_json::from_str(raw.value()).map_err(corrupt)).transpose()
             };
+            let cursor = match &filter.starting_after {
+                Some(id) => load(id)?,
+                None => None,
+            };
+            let Some((mut pager, from)) = Pager::start(&merchant, &filter, cursor.as_ref()) else {
+                return Ok(PaymentPage::default());
+            };
             let lower = format!("{merchant}\x1f");
-            let upper = match &filter.starting_after {
-                Some(id) => match load(id)? {
-                    Some(cursor) if cursor.merchant_id == merchant => {
-                        merchant_key(&merchant, created_micros(&cursor), &cursor.id)
-                    }
-                    _ => return Ok(PaymentPage::default()),
-                },
+            let upper = match from {
+                Some(created) => merchant_key(&merchant, created.saturating_add(1), ""),
                 None => format!("{merchant}\x1f\x7f"),
             };
             let index = txn.open_table(BY_MERCHANT).map_err(unavailable)?;
-            let mut page = PaymentPage::default();
             for entry in index.range(lower.as_str()..upper.as_str()).map_err(unavailable)?.rev() {
                 let (key, _) = entry.map_err(unavailable)?;
                 let Some(id) = key.value().rsplit('\x1f').next().map(str::to_owned) else { continue };
                 let Some(payment) = load(&id)? else { continue };
-                if !matches(&payment, &filter) {
-                    continue;
-                }
-                if page.payments.len() == filter.limit {
-                    page.has_more = true;
+                if pager.offer(payment).is_break() {
                     break;
                 }
-                page.payments.push(payment);
             }
-            Ok(page)
+            Ok(pager.finish())
         })
         .await
     }

@@ -15,13 +15,15 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::{
-    Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, PaymentFilter, PaymentPage, RecordChange, RecordState,
-    StoreError, StoredResponse, created_micros, due_ms, matches,
+    Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, Pager, PaymentFilter, PaymentPage, RecordChange,
+    RecordState, StoreError, StoredResponse, created_micros, due_ms,
 };
 use crate::model::Payment;
 
-/// Reads the named arguments, and writes a payment keeping both indexes in step (`created_score`
-/// is '' when the payment is already in its merchant's index).
+/// Reads the named arguments, and writes a payment keeping both indexes in step, as
+/// `store::rules::index_moves` says: listed under its merchant on its first write (`created_score`
+/// is '' when it already is), on the due list exactly while due (`ZADD` and `ZREM` are idempotent,
+/// so the script need not know where it stood).
 const PUT_PAYMENT_FN: &str = r"
 local a = {}
 for i = 1, #ARGV, 2 do a[ARGV[i]] = ARGV[i + 1] end
@@ -324,15 +326,15 @@ impl RedisStore {
     }
 
     pub async fn list_payments(&self, merchant: &str, filter: &PaymentFilter) -> Result<PaymentPage, StoreError> {
-        let index = merchant_key(merchant);
-        let (max, mut skip_until) = match &filter.starting_after {
-            Some(cursor) => match self.get_payment(cursor).await? {
-                Some(c) if c.merchant_id == merchant => (created_micros(&c).to_string(), Some(c.id)),
-                _ => return Ok(PaymentPage::default()),
-            },
-            None => ("+inf".to_owned(), None),
+        let cursor = match &filter.starting_after {
+            Some(id) => self.get_payment(id).await?,
+            None => None,
         };
-        let mut page = PaymentPage::default();
+        let Some((mut pager, from)) = Pager::start(merchant, filter, cursor.as_ref()) else {
+            return Ok(PaymentPage::default());
+        };
+        let index = merchant_key(merchant);
+        let max = from.map_or_else(|| "+inf".to_owned(), |created| created.to_string());
         let mut offset = 0;
         let chunk = 200;
         while offset < MAX_SCAN {
@@ -350,29 +352,13 @@ impl RedisStore {
                 break;
             }
             offset += ids.len();
-            let ids: Vec<String> = ids
-                .into_iter()
-                .filter(|id| match &skip_until {
-                    Some(cursor) if id == cursor => {
-                        skip_until = None;
-                        false
-                    }
-                    Some(_) => false,
-                    None => true,
-                })
-                .collect();
             for payment in self.load_many(&ids).await? {
-                if !matches(&payment, filter) {
-                    continue;
+                if pager.offer(payment).is_break() {
+                    return Ok(pager.finish());
                 }
-                if page.payments.len() == filter.limit {
-                    page.has_more = true;
-                    return Ok(page);
-                }
-                page.payments.push(payment);
             }
         }
-        Ok(page)
+        Ok(pager.finish())
     }
 
     pub async fn due_payments(&self, now_ms: i64, limit: usize) -> Result<Vec<Payment>, StoreError> {

@@ -299,14 +299,6 @@ impl Breaker {
         })
     }
 
-    /// Refuses now, without asking for a permit, when the breaker is forced open or open with its
-    /// open period still running; otherwise `None` and nothing changes. A refusal is counted as
-    /// [`Breaker::permit`] counts one. Lets a caller turn work away before doing any of it when
-    /// the call it leads to would be refused anyway.
-    pub fn refuse_if_open(&self) -> Option<Rejected> {
-        self.shared.refuse_if_open()
-    }
-
     /// The current state and rates.
     pub fn snapshot(&self) -> BreakerSnapshot {
         self.shared.snapshot.borrow().clone()
@@ -373,22 +365,6 @@ impl Shared {
                 Err(rejected)
             }
         }
-    }
-
-    fn refuse_if_open(&self) -> Option<Rejected> {
-        let mut core = self.lock();
-        let rejected = match (core.mode, core.state) {
-            (Mode::ForcedOpen, _) => Rejected { state: BreakerState::ForcedOpen, retry_after: None },
-            (Mode::Auto, BreakerState::Open) => {
-                let now = Instant::now();
-                let until = core.open_until.filter(|until| now < *until)?;
-                Rejected { state: BreakerState::Open, retry_after: Some(until - now) }
-            }
-            _ => return None,
-        };
-        core.rejected += 1;
-        self.publish(&core);
-        Some(rejected)
     }
 
     fn admit_probe(&self, core: &mut Core) -> Result<bool, Rejected> {
