@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub const HISTORY_POINTS: usize = 180;
@@ -39,79 +38,10 @@ pub const KEYS: [(&str, &str); 18] = [
     ("Ctrl-C", "quit"),
 ];
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct BreakerInfo {
-    pub state: String,
-    pub failure_rate: f64,
-    pub slow_call_rate: f64,
-    pub calls_in_window: usize,
-    #[serde(default)]
-    pub rejected: u64,
-    pub opened_at: Option<DateTime<Utc>>,
-    pub open_until: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub trips: u32,
-    #[serde(default)]
-    pub failure_rate_threshold: f64,
-    #[serde(default)]
-    pub slow_call_rate_threshold: f64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Latency {
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Stats {
-    pub at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub totals: BTreeMap<String, u64>,
-    #[serde(default)]
-    pub rates: BTreeMap<String, f64>,
-    #[serde(default)]
-    pub latency_ms: Latency,
-    #[serde(default)]
-    pub in_flight: u64,
-    #[serde(default)]
-    pub retries: u64,
-    #[serde(default)]
-    pub budget_refusals: u64,
-    #[serde(default)]
-    pub attempt_timeouts: u64,
-    pub breaker: Option<BreakerInfo>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Transition {
-    pub from: String,
-    pub to: String,
-    pub reason: String,
-    pub at: DateTime<Utc>,
-    pub open_for_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct PaymentEvent {
-    pub payment_id: String,
-    pub status: String,
-    pub amount: i64,
-    pub currency: String,
-    pub attempts: u32,
-    pub latency_ms: Option<f64>,
-    pub at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct LogEvent {
-    pub at: DateTime<Utc>,
-    pub level: String,
-    pub message: String,
-    #[serde(default)]
-    pub fields: BTreeMap<String, String>,
-}
+pub use wire::{
+    BreakerEvent as Transition, BreakerState, BreakerView as BreakerInfo, ChaosConfig, ChaosStats,
+    LatencyPercentiles as Latency, LogRecord as LogEvent, PaymentEvent, PaymentStatus, Stats,
+};
 
 /// What arrives on the gateway's event stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,8 +77,8 @@ pub enum Msg {
     Stream(StreamItem),
     BreakerPolled(BreakerInfo),
     ChaosPolled {
-        config: Value,
-        stats: Value,
+        config: ChaosConfig,
+        stats: ChaosStats,
     },
     Api(Link),
     Bank(Link),
@@ -185,7 +115,7 @@ pub struct Transaction {
     pub id: String,
     pub amount: i64,
     pub currency: String,
-    pub status: String,
+    pub status: PaymentStatus,
     pub attempts: u32,
     pub latency_ms: Option<f64>,
 }
@@ -279,8 +209,8 @@ pub struct Model {
     pub log_filter: String,
     /// The filter being typed after `/`.
     pub input: Option<String>,
-    pub chaos: Option<Value>,
-    pub chaos_stats: Option<Value>,
+    pub chaos: Option<ChaosConfig>,
+    pub chaos_stats: Option<ChaosStats>,
     pub traffic: TrafficSettings,
     pub traffic_report: TrafficReport,
     /// Whether the traffic generator can run (it needs a merchant API key).
@@ -352,7 +282,7 @@ impl Model {
     }
 
     fn set_breaker(&mut self, breaker: BreakerInfo) {
-        if self.breaker.as_ref().map(|b| b.state.as_str()) != Some(breaker.state.as_str()) {
+        if self.breaker.as_ref().map(|b| b.state) != Some(breaker.state) {
             self.breaker_since = Some(self.now);
         }
         // The stream's snapshot has no thresholds; keep the ones polled from /admin/breaker.
@@ -367,8 +297,9 @@ impl Model {
         self.breaker = Some(breaker);
     }
 
-    fn chaos_number(&self, field: &str) -> f64 {
-        self.chaos.as_ref().and_then(|c| c.pointer(field)).and_then(Value::as_f64).unwrap_or(0.0)
+    /// The bank's chaos settings, or the healthy ones until the bank has been heard from.
+    fn chaos(&self) -> ChaosConfig {
+        self.chaos.clone().unwrap_or_default()
     }
 }
 
@@ -428,7 +359,7 @@ fn on_stream(model: &mut Model, item: StreamItem) {
         }
         StreamItem::Breaker(transition) => {
             if let Some(breaker) = model.breaker.as_mut() {
-                breaker.state = transition.to.clone();
+                breaker.state = transition.to;
             }
             model.breaker_since = Some(transition.at);
             model.transitions.push_front(transition);
@@ -513,23 +444,19 @@ fn on_key(model: &mut Model, key: KeyEvent) -> Vec<Command> {
             vec![Command::ApplyPreset(preset)]
         }
         KeyCode::Char(c @ ('f' | 'F')) => {
-            let others: f64 = ["/ambiguous_rate", "/timeout_rate", "/reset_rate", "/throttle_rate"]
-                .iter()
-                .map(|f| model.chaos_number(f))
-                .sum();
+            let chaos = model.chaos();
+            let others = chaos.ambiguous_rate + chaos.timeout_rate + chaos.reset_rate + chaos.throttle_rate;
             let step = if c == 'f' { 0.05 } else { -0.05 };
-            let rate = ((model.chaos_number("/failure_rate") + step).clamp(0.0, (1.0 - others).max(0.0)) * 100.0)
-                .round()
-                / 100.0;
+            let rate = ((chaos.failure_rate + step).clamp(0.0, (1.0 - others).max(0.0)) * 100.0).round() / 100.0;
             vec![Command::PatchChaos(json!({ "failure_rate": rate }))]
         }
         KeyCode::Char(c @ ('l' | 'L')) => {
             let step = if c == 'l' { 50.0 } else { -50.0 };
-            let base = (model.chaos_number("/latency/base_ms") + step).clamp(0.0, 60_000.0) as u64;
+            let base = (model.chaos().latency.base_ms as f64 + step).clamp(0.0, 60_000.0) as u64;
             vec![Command::PatchChaos(json!({ "latency": { "base_ms": base } }))]
         }
         KeyCode::Char('o') => {
-            let outage = model.chaos.as_ref().and_then(|c| c["outage"].as_bool()).unwrap_or(false);
+            let outage = model.chaos().outage;
             vec![Command::PatchChaos(json!({ "outage": !outage }))]
         }
         KeyCode::Char('b') => vec![Command::SetBreaker("forced_open")],
@@ -585,12 +512,17 @@ mod tests {
         DateTime::from_timestamp(1_795_000_000 + seconds, 0).unwrap_or_default()
     }
 
+    /// Chaos settings from the JSON the bank would answer (missing fields take the defaults).
+    fn config(json: Value) -> ChaosConfig {
+        serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn model() -> Model {
         let mut model = Model::new(at(0), true);
-        model.chaos = Some(json!({
+        model.chaos = Some(config(json!({
             "failure_rate": 0.1, "ambiguous_rate": 0.2, "timeout_rate": 0.0, "reset_rate": 0.0,
             "throttle_rate": 0.0, "latency": {"base_ms": 100, "jitter_ms": 0}, "outage": false,
-        }));
+        })));
         model
     }
 
@@ -617,9 +549,9 @@ mod tests {
         let mut m = model();
         assert_eq!(char(&mut m, 'f'), vec![Command::PatchChaos(json!({"failure_rate": 0.15}))]);
         assert_eq!(char(&mut m, 'F'), vec![Command::PatchChaos(json!({"failure_rate": 0.05}))]);
-        m.chaos = Some(json!({"failure_rate": 0.78, "ambiguous_rate": 0.2}));
+        m.chaos = Some(config(json!({"failure_rate": 0.78, "ambiguous_rate": 0.2})));
         assert_eq!(char(&mut m, 'f'), vec![Command::PatchChaos(json!({"failure_rate": 0.8}))], "capped at 1 - others");
-        m.chaos = Some(json!({"failure_rate": 0.0}));
+        m.chaos = Some(config(json!({"failure_rate": 0.0})));
         assert_eq!(char(&mut m, 'F'), vec![Command::PatchChaos(json!({"failure_rate": 0.0}))]);
     }
 
@@ -629,7 +561,7 @@ mod tests {
         assert_eq!(char(&mut m, 'l'), vec![Command::PatchChaos(json!({"latency": {"base_ms": 150}}))]);
         assert_eq!(char(&mut m, 'L'), vec![Command::PatchChaos(json!({"latency": {"base_ms": 50}}))]);
         assert_eq!(char(&mut m, 'o'), vec![Command::PatchChaos(json!({"outage": true}))]);
-        m.chaos = Some(json!({"outage": true}));
+        m.chaos = Some(config(json!({"outage": true})));
         assert_eq!(char(&mut m, 'o'), vec![Command::PatchChaos(json!({"outage": false}))]);
     }
 
@@ -681,7 +613,10 @@ mod tests {
             &mut m,
             Msg::Stream(StreamItem::Payment(PaymentEvent {
                 payment_id: "pay_1".into(),
-                status: "succeeded".into(),
+                merchant_id: "shop".into(),
+                status: PaymentStatus::Succeeded,
+                decline_code: None,
+                failure_reason: None,
                 amount: 1999,
                 currency: "USD".into(),
                 attempts: 2,
@@ -704,6 +639,7 @@ mod tests {
                 &mut m,
                 Msg::Stream(StreamItem::Log(LogEvent {
                     at: at(1),
+                    target: "payment_api".into(),
                     level: level.into(),
                     message: message.into(),
                     fields: BTreeMap::new(),
@@ -756,15 +692,15 @@ mod tests {
         let mut m = model();
         let stats = Stats {
             rates: BTreeMap::from([("succeeded".to_owned(), 5.0), ("circuit_open".to_owned(), 2.0)]),
-            breaker: Some(BreakerInfo { state: "closed".into(), ..BreakerInfo::default() }),
+            breaker: Some(BreakerInfo { state: BreakerState::Closed, ..BreakerInfo::default() }),
             ..Stats::default()
         };
         update(&mut m, Msg::Stream(StreamItem::Stats(Box::new(stats))));
         assert_eq!(m.history.back().map(|p| (p.succeeded, p.rejected)), Some((5.0, 2.0)));
         update(&mut m, Msg::Tick(at(10)));
         let transition = Transition {
-            from: "closed".into(),
-            to: "open".into(),
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
             reason: "failure rate".into(),
             at: at(10),
             open_for_ms: Some(5_000),
@@ -778,7 +714,10 @@ mod tests {
         assert_eq!(m.history.len(), HISTORY_POINTS);
         let payment = |status: &str, latency| PaymentEvent {
             payment_id: "pay_x".into(),
-            status: status.into(),
+            merchant_id: "shop".into(),
+            status: PaymentStatus::parse(status).unwrap_or(PaymentStatus::Failed),
+            decline_code: None,
+            failure_reason: None,
             amount: 1,
             currency: "USD".into(),
             attempts: 1,

@@ -11,7 +11,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::Config;
-use crate::model::{BreakerInfo, Command, Link, Model, Msg, StreamItem, TrafficReport, TrafficSettings, update};
+use crate::model::{
+    BreakerInfo, ChaosConfig, ChaosStats, Command, Link, Model, Msg, StreamItem, TrafficReport, TrafficSettings, update,
+};
 use crate::sse::SseReader;
 
 /// The model plus the tasks feeding it: the dashboard without a terminal.
@@ -104,7 +106,7 @@ impl Dashboard {
             Command::PatchChaos(patch) => {
                 tokio::spawn(async move {
                     let notice = match http.patch(format!("{}/chaos", config.bank)).json(&patch).send().await {
-                        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                        Ok(r) if r.status().is_success() => match r.json::<ChaosConfig>().await {
                             Ok(chaos) => format!("bank chaos: {}", crate::view::chaos_summary(&chaos)),
                             Err(_) => "bank chaos changed".to_owned(),
                         },
@@ -226,8 +228,8 @@ async fn bank_feed(http: reqwest::Client, config: Arc<Config>, sender: mpsc::Sen
         tick.tick().await;
         let get = |path: &str| http.get(format!("{}{path}", config.bank)).timeout(Duration::from_secs(2)).send();
         let polled = async {
-            let config = get("/chaos").await?.error_for_status()?.json::<Value>().await?;
-            let stats = get("/chaos/stats").await?.error_for_status()?.json::<Value>().await?;
+            let config = get("/chaos").await?.error_for_status()?.json::<ChaosConfig>().await?;
+            let stats = get("/chaos/stats").await?.error_for_status()?.json::<ChaosStats>().await?;
             Ok::<_, reqwest::Error>((config, stats))
         }
         .await;

@@ -8,9 +8,8 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Axis, Block, Cell, Chart, Clear, Dataset, GraphType, Paragraph, Row, Table, Wrap};
-use serde_json::Value;
 
-use crate::model::{KEYS, Link, Model, RatePoint};
+use crate::model::{BreakerState, ChaosConfig, KEYS, Link, Model, PaymentStatus, RatePoint};
 
 pub fn view(model: &Model, frame: &mut Frame) {
     let [top, middle, bottom, status] =
@@ -36,22 +35,22 @@ pub fn view(model: &Model, frame: &mut Frame) {
     }
 }
 
-pub fn state_color(state: &str) -> Color {
+pub fn state_color(state: BreakerState) -> Color {
     match state {
-        "closed" => Color::Green,
-        "open" => Color::Red,
-        "half_open" => Color::Yellow,
-        _ => Color::Magenta,
+        BreakerState::Closed => Color::Green,
+        BreakerState::Open => Color::Red,
+        BreakerState::HalfOpen => Color::Yellow,
+        BreakerState::ForcedOpen | BreakerState::ForcedClosed => Color::Magenta,
     }
 }
 
-pub fn status_color(status: &str) -> Color {
+pub fn status_color(status: PaymentStatus) -> Color {
     match status {
-        "succeeded" => Color::Green,
-        "declined" => Color::Yellow,
-        "processing" => Color::Cyan,
-        "failed" => Color::Red,
-        _ => Color::Blue,
+        PaymentStatus::Succeeded => Color::Green,
+        PaymentStatus::Declined => Color::Yellow,
+        PaymentStatus::Processing => Color::Cyan,
+        PaymentStatus::Failed => Color::Red,
+        PaymentStatus::Refunded | PaymentStatus::PartiallyRefunded => Color::Blue,
     }
 }
 
@@ -69,10 +68,10 @@ fn draw_breaker(model: &Model, frame: &mut Frame, area: Rect) {
         frame.render_widget(Paragraph::new("waiting for the gateway…").block(block), area);
         return;
     };
-    let color = state_color(&breaker.state);
+    let color = state_color(breaker.state);
     let mut lines = vec![
         Line::from(Span::styled(
-            format!("  {}  ", breaker.state.to_uppercase().replace('_', " ")),
+            format!("  {}  ", breaker.state.as_str().to_uppercase().replace('_', " ")),
             Style::new().fg(Color::Black).bg(color).add_modifier(Modifier::BOLD),
         ))
         .alignment(Alignment::Center),
@@ -80,7 +79,7 @@ fn draw_breaker(model: &Model, frame: &mut Frame, area: Rect) {
     let since = model.breaker_since.map(|since| seconds_between(since, model.now).max(0.0));
     let mut timing = since.map(|s| format!("for {s:.0}s")).unwrap_or_default();
     if let Some(until) = breaker.open_until
-        && breaker.state == "open"
+        && breaker.state == BreakerState::Open
     {
         let left = seconds_between(model.now, until);
         timing.push_str(&if left > 0.0 { format!(" · half-open in {left:.1}s") } else { " · probe due".to_owned() });
@@ -112,30 +111,26 @@ fn draw_chaos(model: &Model, frame: &mut Frame, area: Rect) {
         frame.render_widget(Paragraph::new("waiting for the bank…").block(block), area);
         return;
     };
-    let rate = |field: &str| percent(chaos[field].as_f64().unwrap_or(0.0));
-    let outage = chaos["outage"].as_bool().unwrap_or(false);
     let mut lines = vec![
         Line::from(vec![Span::raw(format!(
             "failure {}  ambiguous {}  timeout {}",
-            rate("failure_rate"),
-            rate("ambiguous_rate"),
-            rate("timeout_rate")
+            percent(chaos.failure_rate),
+            percent(chaos.ambiguous_rate),
+            percent(chaos.timeout_rate)
         ))]),
         Line::from(format!(
             "reset {}  throttle {}  slow {} (+{} ms)",
-            rate("reset_rate"),
-            rate("throttle_rate"),
-            rate("slow_rate"),
-            chaos["slow_ms"].as_u64().unwrap_or(0)
+            percent(chaos.reset_rate),
+            percent(chaos.throttle_rate),
+            percent(chaos.slow_rate),
+            chaos.slow_ms
         )),
         Line::from(vec![
             Span::raw(format!(
                 "latency {}±{} ms  hang {} ms  ",
-                chaos["latency"]["base_ms"].as_u64().unwrap_or(0),
-                chaos["latency"]["jitter_ms"].as_u64().unwrap_or(0),
-                chaos["hang_ms"].as_u64().unwrap_or(0)
+                chaos.latency.base_ms, chaos.latency.jitter_ms, chaos.hang_ms
             )),
-            if outage {
+            if chaos.outage {
                 Span::styled(" OUTAGE ", Style::new().fg(Color::White).bg(Color::Red).bold())
             } else {
                 Span::styled("no outage", Style::new().fg(Color::Green))
@@ -143,21 +138,15 @@ fn draw_chaos(model: &Model, frame: &mut Frame, area: Rect) {
         ]),
     ];
     if let Some(stats) = &model.chaos_stats {
-        let injected = &stats["injected"];
-        let count = |kind: &str| injected[kind].as_u64().unwrap_or(0);
-        lines.push(Line::from(format!("requests {}  injected:", stats["requests"].as_u64().unwrap_or(0))));
+        let injected = &stats.injected;
+        lines.push(Line::from(format!("requests {}  injected:", stats.requests)));
         lines.push(Line::from(format!(
             " failure {}  ambiguous {}  timeout {}  reset {}",
-            count("failure"),
-            count("ambiguous"),
-            count("timeout"),
-            count("reset")
+            injected.failure, injected.ambiguous, injected.timeout, injected.reset
         )));
         lines.push(Line::from(format!(
             " throttle {}  outage {}  slow {}",
-            count("throttle"),
-            count("outage"),
-            count("slow")
+            injected.throttle, injected.outage, injected.slow
         )));
     }
     frame.render_widget(Paragraph::new(lines).block(block), area);
@@ -263,7 +252,7 @@ fn draw_latency_and_transitions(model: &Model, frame: &mut Frame, area: Rect) {
     for t in &model.transitions {
         lines.push(Line::from(vec![
             Span::raw(format!("{} ", t.at.format("%H:%M:%S"))),
-            Span::styled(t.to.clone(), Style::new().fg(state_color(&t.to)).bold()),
+            Span::styled(t.to.as_str(), Style::new().fg(state_color(t.to)).bold()),
             Span::raw(format!(" ← {}: {}", t.from, t.reason)),
         ]));
     }
@@ -281,11 +270,11 @@ fn draw_transactions(model: &Model, frame: &mut Frame, area: Rect) {
             Cell::from(t.at.format("%H:%M:%S").to_string()),
             Cell::from(short_id.to_owned()),
             Cell::from(format!("{}.{:02} {}", t.amount / 100, t.amount % 100, t.currency)),
-            Cell::from(t.status.clone()),
+            Cell::from(t.status.as_str()),
             Cell::from(t.attempts.to_string()),
             Cell::from(t.latency_ms.map(|l| format!("{l:.0}")).unwrap_or_default()),
         ])
-        .style(Style::new().fg(status_color(&t.status)))
+        .style(Style::new().fg(status_color(t.status)))
     });
     let widths = [
         Constraint::Length(8),
@@ -366,11 +355,6 @@ fn draw_help(frame: &mut Frame) {
 }
 
 /// The chaos configuration as one short line (for notices).
-pub fn chaos_summary(chaos: &Value) -> String {
-    format!(
-        "failure {} latency {} ms outage {}",
-        percent(chaos["failure_rate"].as_f64().unwrap_or(0.0)),
-        chaos["latency"]["base_ms"].as_u64().unwrap_or(0),
-        chaos["outage"].as_bool().unwrap_or(false)
-    )
+pub fn chaos_summary(chaos: &ChaosConfig) -> String {
+    format!("failure {} latency {} ms outage {}", percent(chaos.failure_rate), chaos.latency.base_ms, chaos.outage)
 }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use dashboard_tui::model::{
-    BreakerInfo, Latency, Link, LogEvent, Model, Msg, PaymentEvent, Stats, StreamItem, Transition, update,
+    BreakerInfo, BreakerState, Latency, Link, LogEvent, Model, Msg, PaymentEvent, PaymentStatus, Stats, StreamItem,
+    Transition, update,
 };
 use dashboard_tui::view::view;
 use ratatui::Terminal;
@@ -37,19 +38,22 @@ fn busy_model() -> Model {
     update(
         &mut m,
         Msg::ChaosPolled {
-            config: json!({
+            config: serde_json::from_value(json!({
                 "failure_rate": 0.0, "ambiguous_rate": 0.0, "timeout_rate": 0.0, "reset_rate": 0.0,
                 "throttle_rate": 0.0, "slow_rate": 0.0, "slow_ms": 1500, "hang_ms": 5000,
                 "latency": {"base_ms": 20, "jitter_ms": 30}, "outage": true,
-            }),
-            stats: json!({"requests": 120, "injected": {"none": 100, "failure": 0, "ambiguous": 0, "timeout": 0,
-                "reset": 0, "throttle": 0, "outage": 20, "slow": 0}}),
+            }))
+            .unwrap(),
+            stats: serde_json::from_value(json!({"since": "2026-11-18T00:00:00Z", "requests": 120,
+                "injected": {"none": 100, "failure": 0, "ambiguous": 0, "timeout": 0,
+                "reset": 0, "throttle": 0, "outage": 20, "slow": 0}}))
+            .unwrap(),
         },
     );
     update(
         &mut m,
         Msg::BreakerPolled(BreakerInfo {
-            state: "closed".into(),
+            state: BreakerState::Closed,
             failure_rate_threshold: 0.5,
             slow_call_rate_threshold: 0.8,
             ..BreakerInfo::default()
@@ -78,7 +82,7 @@ fn busy_model() -> Model {
     update(
         &mut m,
         Msg::BreakerPolled(BreakerInfo {
-            state: "open".into(),
+            state: BreakerState::Open,
             failure_rate: 0.55,
             slow_call_rate: 0.0,
             calls_in_window: 20,
@@ -88,13 +92,14 @@ fn busy_model() -> Model {
             trips: 1,
             failure_rate_threshold: 0.5,
             slow_call_rate_threshold: 0.8,
+            ..BreakerInfo::default()
         }),
     );
     update(
         &mut m,
         Msg::Stream(StreamItem::Breaker(Transition {
-            from: "closed".into(),
-            to: "open".into(),
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
             reason: "failure rate 55% ≥ 50% over the last 20 calls".into(),
             at: at(50),
             open_for_ms: Some(5_000),
@@ -105,7 +110,10 @@ fn busy_model() -> Model {
             &mut m,
             Msg::Stream(StreamItem::Payment(PaymentEvent {
                 payment_id: format!("pay_0000000{i}-aaaa-bbbb-cccc-dddddddddddd"),
-                status: (*status).into(),
+                merchant_id: "shop".into(),
+                status: PaymentStatus::parse(status).unwrap(),
+                decline_code: None,
+                failure_reason: None,
                 amount: 1_999 + i as i64,
                 currency: "USD".into(),
                 attempts: 1 + i as u32 % 3,
@@ -120,7 +128,13 @@ fn busy_model() -> Model {
         let fields = BTreeMap::from([("status".to_owned(), "503".to_owned())]);
         update(
             &mut m,
-            Msg::Stream(StreamItem::Log(LogEvent { at: at(50), level: level.into(), message: message.into(), fields })),
+            Msg::Stream(StreamItem::Log(LogEvent {
+                at: at(50),
+                level: level.into(),
+                target: "payment_api".into(),
+                message: message.into(),
+                fields,
+            })),
         );
     }
     update(&mut m, Msg::Tick(at(52)));

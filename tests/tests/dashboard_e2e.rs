@@ -40,7 +40,7 @@ async fn the_outage_preset_opens_the_breaker_on_screen_and_healthy_closes_it() {
     key(&mut dashboard, '6'); // the outage preset
     let opened = dashboard
         .run_until(Duration::from_secs(20), |m| {
-            breaker_state(m) == "open" && m.chaos.as_ref().is_some_and(|c| c["outage"] == true)
+            breaker_state(m) == "open" && m.chaos.as_ref().is_some_and(|c| c.outage)
         })
         .await;
     assert!(

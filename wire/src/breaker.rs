@@ -28,6 +28,19 @@ impl BreakerState {
     }
 }
 
+/// Compares with the name on the wire, as a reader of JSON would.
+impl PartialEq<&str> for BreakerState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for BreakerState {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
 impl std::fmt::Display for BreakerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

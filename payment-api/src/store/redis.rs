@@ -71,7 +71,7 @@ local function load_record(key)
 end
 ";
 
-/// KEYS: record, payment, merchant index, due index.
+/// KEYS: the record; and, with a payment to create, the payment, its merchant index, the due index.
 /// Arguments: fingerprint, owner, lease_ms, retention_ms, resource_id; and for a new payment
 /// json, id, version, created, due ('' when not due).
 const CLAIM: &str = r"
@@ -94,13 +94,14 @@ return {'taken_over', record.resource_id}
 ";
 
 /// The commit rule of `store::decide_commit`, in Lua.
-/// KEYS: record (a placeholder for `keep`), payment, merchant index, due index.
+/// KEYS: the payment, its merchant index, the due index; and the record, unless op is `keep`.
 /// Arguments: op (`keep`, `finish` or `release`); for finish: resource_id, fingerprint (only
 /// when the caller knows it), status, body, retention_ms; for release: resource_id, owner ('' for none); always: the payment's id,
 /// version, json, created and due ('' when not due).
 const COMMIT: &str = r"
+local record_key = KEYS[4]
 local record = nil
-if a.op ~= 'keep' then record = load_record(KEYS[1]) end
+if record_key then record = load_record(record_key) end
 local delete_record = false
 if a.op == 'finish' then
   if record and record.resource_id ~= a.resource_id then return {'superseded'} end
@@ -112,22 +113,22 @@ elseif a.op == 'release' then
     delete_record = true
   end
 end
-local stored = redis.call('HGET', KEYS[2], 'v')
+local stored = redis.call('HGET', KEYS[1], 'v')
 if stored and tonumber(stored) + 1 ~= tonumber(a.version) then
-  return {'conflict', redis.call('HGET', KEYS[2], 'json') or ''}
+  return {'conflict', redis.call('HGET', KEYS[1], 'json') or ''}
 end
 local fingerprint = a.fingerprint
 if record then fingerprint = record.fingerprint end
 if a.op == 'finish' and fingerprint then
-  redis.call('HSET', KEYS[1], 'fingerprint', fingerprint, 'resource_id', a.resource_id, 'owner', '',
+  redis.call('HSET', record_key, 'fingerprint', fingerprint, 'resource_id', a.resource_id, 'owner', '',
              'lease_until_ms', '0', 'done', '1', 'status', a.status, 'body', a.body)
-  redis.call('PEXPIRE', KEYS[1], a.retention_ms)
+  redis.call('PEXPIRE', record_key, a.retention_ms)
 elseif delete_record then
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', record_key)
 end
 local created = ''
 if not stored then created = a.created end
-put_payment(KEYS[2], KEYS[3], KEYS[4], a.id, a.version, a.json, created, a.due)
+put_payment(KEYS[1], KEYS[2], KEYS[3], a.id, a.version, a.json, created, a.due)
 return {'written'}
 ";
 
@@ -220,12 +221,8 @@ impl RedisStore {
     pub async fn claim(&self, request: ClaimRequest<'_>) -> Result<Claim, StoreError> {
         let mut invocation = self.scripts.claim.prepare_invoke();
         invocation.key(record_key(request.key));
-        match request.insert {
-            Some(payment) => payment_keys(&mut invocation, payment),
-            // Placeholders: without a payment to insert, the script touches only the record.
-            None => {
-                invocation.key(record_key(request.key)).key(record_key(request.key)).key(DUE_KEY);
-            }
+        if let Some(payment) = request.insert {
+            payment_keys(&mut invocation, payment);
         }
         invocation
             .arg("fingerprint")
@@ -259,8 +256,10 @@ impl RedisStore {
     pub async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
         let payment = commit.payment;
         let mut invocation = self.scripts.commit.prepare_invoke();
-        invocation.key(record_key(commit.record.key().unwrap_or("-")));
         payment_keys(&mut invocation, payment);
+        if let Some(key) = commit.record.key() {
+            invocation.key(record_key(key));
+        }
         match commit.record {
             RecordChange::Keep => {
                 invocation.arg("op").arg("keep");
