@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::luhn::luhn_valid;
 use crate::problem::FieldError;
 
 /// A card as a client sends it. Its `Debug` output shows only the brand and last four digits, so
@@ -63,27 +64,6 @@ impl CardSummary {
         let last4 = number.get(number.len().saturating_sub(4)..).unwrap_or_default().to_owned();
         Self { brand: brand_of(number).to_owned(), last4 }
     }
-}
-
-/// True when `number` is all ASCII digits and passes the Luhn (mod 10) check.
-pub fn luhn_valid(number: &str) -> bool {
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
-    }
-    let sum: u32 = number
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            match (i % 2 == 1, d * 2) {
-                (true, doubled) if doubled > 9 => doubled - 9,
-                (true, doubled) => doubled,
-                (false, _) => d,
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
 }
 
 /// The card network, from the number's issuer prefix.

@@ -16,6 +16,7 @@
 pub mod card;
 pub mod extract;
 pub mod idempotency;
+pub mod luhn;
 pub mod problem;
 pub mod redact;
 pub mod request_id;

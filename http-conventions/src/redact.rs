@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use crate::card::luhn_valid;
+use crate::luhn::luhn_valid;
 
 /// Which digit runs [`redact_card_numbers`] hides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

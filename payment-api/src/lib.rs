@@ -12,12 +12,11 @@
 //! - [`model`] is the payment domain; [`error`] what can go wrong, in its words; [`fingerprint`]
 //!   the names derived from a request (its fingerprint, its bank keys).
 //! - [`tasks`] runs in the background: the reconciler, the backlog writer, the stats ticker and
-//!   the event forwarders; [`backlog`] holds outcomes the store could not take.
+//!   the event forwarders.
 //! - [`events`], [`metrics`] and [`telemetry`] are what operators and the dashboard see;
 //!   [`config`] the flags.
 
 pub mod auth;
-pub mod backlog;
 pub mod bank;
 pub mod config;
 pub mod error;

@@ -12,9 +12,6 @@ use std::sync::Arc;
 use http_conventions::problem::ErrorCode;
 use resilience::{BreakerSnapshot, BreakerState, GuardStats};
 
-use crate::error::PaymentError;
-use crate::gateway::Answer;
-
 /// What a payment request came to, as `gateway_payments_total{outcome}` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentOutcome {
@@ -28,15 +25,13 @@ pub enum PaymentOutcome {
 }
 
 impl PaymentOutcome {
-    pub fn of(result: &Result<Answer, PaymentError>) -> Self {
-        match result {
-            Ok(answer) if answer.replayed => PaymentOutcome::Replayed,
-            Ok(answer) => match answer.status {
-                201 => PaymentOutcome::Succeeded,
-                202 => PaymentOutcome::Processing,
-                _ => PaymentOutcome::Declined,
-            },
-            Err(error) => PaymentOutcome::Refused(error.code()),
+    /// The outcome of a payment answered with `status` (`replayed` for an answer given again).
+    pub fn answered(status: u16, replayed: bool) -> Self {
+        match (replayed, status) {
+            (true, _) => PaymentOutcome::Replayed,
+            (false, 201) => PaymentOutcome::Succeeded,
+            (false, 202) => PaymentOutcome::Processing,
+            (false, _) => PaymentOutcome::Declined,
         }
     }
 

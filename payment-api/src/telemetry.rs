@@ -19,7 +19,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
-use crate::LogFormat;
+use crate::config::LogFormat;
 
 /// A log record as the event stream carries it.
 #[derive(Debug, Clone, Serialize)]

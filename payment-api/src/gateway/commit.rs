@@ -11,7 +11,7 @@ use chrono::Utc;
 use tracing::{error, info, warn};
 
 use super::Gateway;
-use crate::backlog::{RecordPlan, Unwritten};
+use super::backlog::{RecordPlan, Unwritten};
 use crate::model::{Change, Payment, PaymentStatus, RefundRefusal, RefundStatus};
 use crate::store::{Commit, Committed, RecordChange, StoreError, StoredResponse};
 

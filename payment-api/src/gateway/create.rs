@@ -14,10 +14,10 @@ use resilience::Rejected;
 use tracing::info;
 use uuid::Uuid;
 
+use super::backlog::{RecordPlan, Unwritten};
 use super::commit::{Applied, CommitError, RecordOutcome};
 use super::settle::{self, Inquired, NotDone, Rejection, Settlement};
 use super::{Answer, Gateway};
-use crate::backlog::{RecordPlan, Unwritten};
 use crate::bank::Inquiry;
 use crate::error::{Operation, PaymentError};
 use crate::fingerprint::bank_key;

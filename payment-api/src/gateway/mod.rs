@@ -4,7 +4,7 @@
 //! - [`refund`]: `POST /v1/payments/{id}/refunds`: claim, hold the amount, refund, settle.
 //! - [`settle`]: the settlement table every bank call's outcome goes through (a pure function).
 //! - [`commit`]: every change to a payment, applied against its stored version together with its
-//!   key's record, and the backlog of outcomes the store could not take.
+//!   key's record; [`backlog`]: the outcomes the store could not take, written when it is back.
 //! - [`reconcile`]: the background pass that settles what was left unknown.
 //!
 //! A new operation (a capture, a cancel) is a module beside `create` and `refund`: it claims its
@@ -14,6 +14,7 @@
 //! [`Gateway`] keeps its parts private; the HTTP handlers and the background tasks call its
 //! methods.
 
+pub mod backlog;
 mod commit;
 mod create;
 mod reconcile;
@@ -31,8 +32,8 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::backlog::Backlog;
-pub use crate::backlog::RecordPlan;
+use self::backlog::Backlog;
+pub use self::backlog::RecordPlan;
 use crate::bank::{BankClient, BankReply, classify};
 use crate::config::Config;
 use crate::error::PaymentError;
@@ -137,7 +138,10 @@ impl Gateway {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = self.answer_payment(merchant, idempotency_key, request, request_id, started).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let outcome = PaymentOutcome::of(&result);
+        let outcome = match &result {
+            Ok(answer) => PaymentOutcome::answered(answer.status, answer.replayed),
+            Err(error) => PaymentOutcome::Refused(error.code()),
+        };
         if outcome.is_conflict() {
             self.metrics.idempotency_conflicts.inc(format!("kind=\"{}\"", outcome.as_str()));
         } else if outcome.took_the_bank_path() {

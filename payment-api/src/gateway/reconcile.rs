@@ -9,9 +9,9 @@ use chrono::Utc;
 use tracing::{info, warn};
 
 use super::Gateway;
+use super::backlog::RecordPlan;
 use super::commit::{Applied, CommitError, RecordOutcome};
 use super::create::outcome_of;
-use crate::backlog::RecordPlan;
 use crate::bank::Inquiry;
 use crate::model::{Change, Payment, PaymentStatus, RefundStatus};
 use crate::store::{StoreError, now_ms, scoped_key};

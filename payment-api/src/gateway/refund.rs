@@ -12,10 +12,10 @@ use chrono::Utc;
 use serde::Serialize;
 use tracing::info;
 
+use super::backlog::{RecordPlan, Unwritten};
 use super::commit::{Applied, CommitError, RecordOutcome};
 use super::settle::{self, Inquired, Rejection, Settlement};
 use super::{Answer, Gateway};
-use crate::backlog::{RecordPlan, Unwritten};
 use crate::error::{Operation, PaymentError};
 use crate::fingerprint::refund_id;
 use crate::model::{Change, RefundRefusal, RefundStatus};
