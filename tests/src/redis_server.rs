@@ -79,6 +79,13 @@ impl RedisServer {
         .await;
     }
 
+    /// Deletes `keys`, as an eviction or a failover that lost them would.
+    pub async fn forget(&self, keys: &[&str]) {
+        let client = redis::Client::open(self.url()).expect("redis url");
+        let mut connection = client.get_multiplexed_async_connection().await.expect("connect to redis-server");
+        let () = redis::cmd("DEL").arg(keys).query_async(&mut connection).await.expect("DEL");
+    }
+
     /// Kills the server (SIGKILL); what it held is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -223,3 +223,98 @@ async fn a_store_lost_after_the_bank_refunded_is_not_lost_and_never_refunds_twic
     assert_eq!(charge["refunded_amount"], 300, "refunded once");
     assert_eq!(charge["refunds"].as_array().unwrap().len(), 1);
 }
+
+/// Sends `first` and, while the bank holds it, makes the store forget the key's record (an
+/// eviction, a failover that lost the last write), then sends `second` under the same key, which
+/// finds the key free and becomes another payment. Returns both answers, the first's as it came.
+async fn forget_the_record_during_the_bank_call(
+    bank: &TestBank,
+    redis: &RedisServer,
+    gateway: &Arc<TestGateway>,
+    key: &str,
+    first: &Value,
+    second: &Value,
+) -> ((u16, Value), (u16, Value)) {
+    let before = bank.stats().await["requests"].as_u64().unwrap();
+    let first = {
+        let (gateway, key, body) = (Arc::clone(gateway), key.to_owned(), first.clone());
+        tokio::spawn(async move {
+            let response = gateway.pay(&key, &body).await;
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        })
+    };
+    wait_for("the bank to receive the call", Duration::from_secs(10), || async {
+        (bank.stats().await["requests"].as_u64().unwrap() > before).then_some(())
+    })
+    .await;
+    redis.forget(&[&format!("rp:idem:{}:payment:{key}", tests::MERCHANT_A.0)]).await;
+    let response = gateway.pay(key, second).await;
+    let second = (response.status().as_u16(), response.json::<Value>().await.unwrap());
+    (first.await.unwrap(), second)
+}
+
+async fn payments_of_order(gateway: &TestGateway, order: &str) -> Vec<Value> {
+    let response = gateway.get_as(tests::MERCHANT_A.1, &format!("/v1/payments?order_id={order}")).await;
+    let page: Value = response.json().await.unwrap();
+    page["data"].as_array().unwrap().clone()
+}
+
+/// The same request retried after the store forgot its record is the same charge at the bank
+/// (the bank key comes from the request), so the first payment is a ghost of the second: it ends
+/// failed, pointing at the second, and only one payment says the money was taken.
+#[tokio::test]
+async fn a_payment_whose_record_was_forgot_and_retried_is_failed_as_a_ghost_of_the_retry() {
+    let Some(redis) = RedisServer::start("record_forgot_same_request").await else { return };
+    let bank = TestBank::start().await;
+    bank.patch_chaos(json!({"latency": {"base_ms": 600, "jitter_ms": 0}})).await;
+    let gateway = Arc::new(TestGateway::start(patient(&bank, &redis)).await);
+    let body = payment_body(1_500, APPROVE, "ghost");
+
+    let ((first_status, first), (status, retry)) =
+        forget_the_record_during_the_bank_call(&bank, &redis, &gateway, "ghost-1", &body, &body).await;
+    assert_eq!((status, retry["status"].as_str()), (201, Some("succeeded")), "{retry}");
+    // The first request is told what the key answers (the retry's payment), or to retry.
+    match first_status {
+        409 => assert_eq!(first["code"], "idempotency_key_in_use", "{first}"),
+        _ => assert_eq!((first_status, &first["id"]), (201, &retry["id"]), "{first}"),
+    }
+    let ghost = wait_for("the first payment to be settled as a ghost", Duration::from_secs(15), || async {
+        let payments = payments_of_order(&gateway, "ghost").await;
+        payments.into_iter().find(|p| p["id"] != retry["id"] && p["status"] != "processing")
+    })
+    .await;
+    assert_eq!(ghost["status"], "failed", "{ghost}");
+    assert!(ghost["failure_reason"].as_str().unwrap().contains(retry["id"].as_str().unwrap()), "{ghost}");
+    assert_eq!(bank.charge_count().await, 1, "one charge");
+    let succeeded = payments_of_order(&gateway, "ghost").await.into_iter().filter(|p| p["status"] == "succeeded");
+    assert_eq!(succeeded.count(), 1, "and one payment that says so");
+    let replay = gateway.pay("ghost-1", &body).await;
+    assert_eq!(replay.json::<Value>().await.unwrap()["id"], retry["id"]);
+}
+
+/// The key reused for another request after the store forgot its record: that is another charge
+/// (another bank key), and the first payment keeps its own, answered and settled as itself.
+#[tokio::test]
+async fn a_payment_whose_forgotten_key_was_reused_for_another_request_keeps_its_own_charge() {
+    let Some(redis) = RedisServer::start("record_forgot_other_request").await else { return };
+    let bank = TestBank::start().await;
+    bank.patch_chaos(json!({"latency": {"base_ms": 600, "jitter_ms": 0}})).await;
+    let gateway = Arc::new(TestGateway::start(patient(&bank, &redis)).await);
+    let (first_body, second_body) = (payment_body(1_100, APPROVE, "reused"), payment_body(2_200, APPROVE, "reused"));
+
+    let ((status, first), (second_status, second)) =
+        forget_the_record_during_the_bank_call(&bank, &redis, &gateway, "reused-1", &first_body, &second_body).await;
+    assert_eq!((second_status, second["amount"].as_i64()), (201, Some(2_200)), "{second}");
+    assert_eq!(
+        (status, first["status"].as_str(), first["amount"].as_i64()),
+        (201, Some("succeeded"), Some(1_100)),
+        "{first}"
+    );
+    assert_ne!(first["id"], second["id"]);
+    assert_eq!(gateway.payment(first["id"].as_str().unwrap()).await["status"], "succeeded");
+    let charges = bank.charges_by_id().await;
+    assert_eq!(charges.len(), 2, "two requests, two charges");
+    for payment in [&first, &second] {
+        assert!(charges.contains_key(payment["bank_charge_id"].as_str().unwrap()), "{payment}");
+    }
+}

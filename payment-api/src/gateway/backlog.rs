@@ -22,14 +22,54 @@ pub const CAPACITY: usize = 100_000;
 pub enum RecordPlan {
     /// Only the payment changes.
     Keep,
-    /// Store the payment's own answer under its key.
-    AnswerPayment { key: String, fingerprint: Option<String> },
-    /// Free the key if the change failed the payment; else store its answer.
-    ReleasePayment { key: String, owner: Option<String>, fingerprint: Option<String> },
-    /// Store the refund's answer under its key.
-    AnswerRefund { key: String, refund_id: String, fingerprint: Option<String> },
-    /// Free the key unless the refund succeeded or is pending; then store its answer.
-    ReleaseRefund { key: String, refund_id: String, owner: Option<String>, fingerprint: Option<String> },
+    /// Store under `key` what `subject` answers, as the payment stands after the change.
+    Answer(Answering),
+}
+
+/// The record of one operation's key, and what goes into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answering {
+    pub key: String,
+    /// Whose answer the key replays.
+    pub subject: Subject,
+    /// The request's fingerprint, to write the record again if the store lost it (`None`: not
+    /// known here, as in the reconciler; then a lost record stays lost).
+    pub fingerprint: Option<String>,
+    /// When the operation turns out not done (the subject answers nothing), free the key as this
+    /// lease holder (`Some(None)`: as the reconciler, never from under a live request); `None`:
+    /// keep it.
+    pub release: Option<Option<String>>,
+}
+
+/// What an operation's key names, and so answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// The payment itself (`POST /v1/payments`).
+    Payment,
+    /// One of its refunds.
+    Refund(String),
+}
+
+impl RecordPlan {
+    /// Answer `subject` under `key`, keeping the key whatever happens.
+    pub fn answer(key: &str, subject: Subject, fingerprint: Option<&str>) -> Self {
+        RecordPlan::Answer(Answering {
+            key: key.to_owned(),
+            subject,
+            fingerprint: fingerprint.map(str::to_owned),
+            release: None,
+        })
+    }
+
+    /// Answer `subject` under `key`, or free the key (as `owner`) if it answers nothing.
+    pub fn answer_or_release(key: &str, subject: Subject, fingerprint: Option<&str>, owner: Option<&str>) -> Self {
+        RecordPlan::Answer(Answering {
+            key: key.to_owned(),
+            subject,
+            fingerprint: fingerprint.map(str::to_owned),
+            release: Some(owner.map(str::to_owned)),
+        })
+    }
 }
 
 /// A change waiting to be written.

@@ -10,10 +10,11 @@ use std::time::Duration;
 use chrono::Utc;
 use tracing::{error, info, warn};
 
-use super::Gateway;
-use super::backlog::{RecordPlan, Unwritten};
-use crate::model::{Change, Payment, PaymentStatus, RefundRefusal, RefundStatus};
-use crate::store::{Commit, Committed, RecordChange, StoreError, StoredResponse};
+use super::backlog::{Answering, RecordPlan, Subject, Unwritten};
+use super::{Answer, Gateway};
+use crate::fingerprint::bank_key;
+use crate::model::{Change, Payment, PaymentStatus, RefundStatus, Refusal};
+use crate::store::{Commit, Committed, RecordChange, RecordState, StoreError, StoredResponse};
 
 /// How a commit went, once its change was applied to the payment as stored.
 #[derive(Debug)]
@@ -31,14 +32,16 @@ pub(super) enum RecordOutcome {
     Released,
     /// A live request holds the key: nothing was written.
     Refused,
-    /// The key belongs to another payment or refund now: nothing was written.
-    Superseded,
+    /// The key belongs to another payment or refund now (a retry made it after this one's record
+    /// was lost): the payment was written without the record, and this is what its request is
+    /// answered, if anything yet (see [`Gateway::superseded`]).
+    Superseded(Option<Answer>),
 }
 
 /// Why a change could not be committed.
 #[derive(Debug)]
 pub(super) enum CommitError {
-    Refused(RefundRefusal),
+    Refused(Refusal),
     Store(StoreError),
 }
 
@@ -89,10 +92,54 @@ impl Gateway {
                     return Err(StoreError::Corrupt(format!("payment {} changed and vanished", next.id)).into());
                 }
                 Committed::Refused => return Ok(Applied { payment, record: RecordOutcome::Refused }),
-                Committed::Superseded => return Ok(Applied { payment, record: RecordOutcome::Superseded }),
+                Committed::Superseded => {
+                    let RecordPlan::Answer(answering) = plan else {
+                        unreachable!("only a record change is superseded")
+                    };
+                    return self.superseded(payment, change, answering).await;
+                }
             }
         }
         Err(StoreError::Unavailable(format!("payment {} kept changing; try again", payment.id)).into())
+    }
+
+    /// The change's key belongs to another payment or refund now. A refund's id is its own (it is
+    /// derived from the charge and the key), so its change is written without the record, and its
+    /// request answered with it. A payment is a ghost when the key's holder has the same bank key
+    /// (the same request, retried after the store lost this one): the bank's charge is the
+    /// holder's, so this payment is failed and its request given the holder's answer. Otherwise
+    /// (the key reused for another request) the payment and its charge are its own.
+    async fn superseded(
+        &self,
+        payment: Payment,
+        change: &Change,
+        answering: &Answering,
+    ) -> Result<Applied, CommitError> {
+        let holder = match answering.subject {
+            Subject::Payment => self.store.record(&answering.key).await?,
+            Subject::Refund(_) => None,
+        };
+        let ghost_of = holder.filter(|record| {
+            let holder_key = bank_key(&payment.merchant_id, &payment.idempotency_key, &record.fingerprint);
+            record.resource_id != payment.id && holder_key == payment.bank_key()
+        });
+        if let Some(holder) = ghost_of {
+            let reason = format!(
+                "superseded by payment {} (the same request, retried after this one's record was lost)",
+                holder.resource_id
+            );
+            warn!(payment_id = %payment.id, holder = %holder.resource_id, "payment superseded by a retry of its request; failing it");
+            let failed =
+                Box::pin(self.commit_change(payment, &Change::Fail { reason, attempts: 0 }, &RecordPlan::Keep)).await?;
+            let answer = match holder.state {
+                RecordState::Done { response } => Some(Answer::replay(response)),
+                RecordState::InFlight { .. } => None,
+            };
+            return Ok(Applied { payment: failed.payment, record: RecordOutcome::Superseded(answer) });
+        }
+        let applied = Box::pin(self.commit_change(payment, change, &RecordPlan::Keep)).await?;
+        let own = subject_answer(&answering.subject, &applied.payment, false).map(Answer::fresh);
+        Ok(Applied { payment: applied.payment, record: RecordOutcome::Superseded(own) })
     }
 
     /// Keeps a change the store could not take, to write when it is back.
@@ -112,6 +159,10 @@ impl Gateway {
         let mut waiting = self.backlog.take_all().into_iter();
         while let Some(unwritten) = waiting.next() {
             match self.commit_change(unwritten.payment.clone(), &unwritten.change, &unwritten.plan).await {
+                Ok(Applied { record: RecordOutcome::Refused, .. }) => {
+                    // A retry took the key over: its request settles the payment, asking the bank.
+                    info!(payment_id = %unwritten.payment.id, "an unwritten outcome is left to the request that holds its key now");
+                }
                 Ok(applied) => {
                     written += 1;
                     info!(payment_id = %applied.payment.id, status = applied.payment.status.as_str(), "wrote an outcome the store could not take earlier");
@@ -135,22 +186,24 @@ impl Gateway {
     }
 }
 
+/// What `subject` answers as `payment` stands: `None` when the operation was not done. A payment
+/// that failed answers 402 when its key is kept, and nothing when its key may be freed (its
+/// request surely charged nothing, so the key is free for a retry).
+fn subject_answer(subject: &Subject, payment: &Payment, releasing: bool) -> Option<StoredResponse> {
+    match subject {
+        Subject::Payment if releasing && payment.status == PaymentStatus::Failed => None,
+        Subject::Payment => Some(response_for(payment)),
+        Subject::Refund(id) => refund_response(payment, id),
+    }
+}
+
 /// What `plan` comes to for the payment as changed.
 fn planned(next: &Payment, plan: &RecordPlan) -> RecordOutcome {
-    match plan {
-        RecordPlan::Keep => RecordOutcome::Kept,
-        RecordPlan::AnswerPayment { .. } => RecordOutcome::Answered(response_for(next)),
-        // Someone else settled it meanwhile: answer that instead of freeing the key.
-        RecordPlan::ReleasePayment { .. } if next.status != PaymentStatus::Failed => {
-            RecordOutcome::Answered(response_for(next))
-        }
-        RecordPlan::ReleasePayment { .. } => RecordOutcome::Released,
-        RecordPlan::AnswerRefund { refund_id, .. } => {
-            refund_response(next, refund_id).map_or(RecordOutcome::Kept, RecordOutcome::Answered)
-        }
-        RecordPlan::ReleaseRefund { refund_id, .. } => {
-            refund_response(next, refund_id).map_or(RecordOutcome::Released, RecordOutcome::Answered)
-        }
+    let RecordPlan::Answer(answering) = plan else { return RecordOutcome::Kept };
+    match subject_answer(&answering.subject, next, answering.release.is_some()) {
+        Some(response) => RecordOutcome::Answered(response),
+        None if answering.release.is_some() => RecordOutcome::Released,
+        None => RecordOutcome::Kept,
     }
 }
 
@@ -161,20 +214,23 @@ fn record_change<'a>(
     payment_id: &'a str,
     retention: Duration,
 ) -> RecordChange<'a> {
-    let (key, resource_id, fingerprint, owner) = match plan {
-        RecordPlan::Keep => return RecordChange::Keep,
-        RecordPlan::AnswerPayment { key, fingerprint } => (key, payment_id, fingerprint, None),
-        RecordPlan::ReleasePayment { key, owner, fingerprint } => (key, payment_id, fingerprint, owner.as_deref()),
-        RecordPlan::AnswerRefund { key, refund_id, fingerprint } => (key, refund_id.as_str(), fingerprint, None),
-        RecordPlan::ReleaseRefund { key, refund_id, owner, fingerprint } => {
-            (key, refund_id.as_str(), fingerprint, owner.as_deref())
-        }
+    let RecordPlan::Answer(answering) = plan else { return RecordChange::Keep };
+    let key = &answering.key;
+    let resource_id = match &answering.subject {
+        Subject::Payment => payment_id,
+        Subject::Refund(id) => id.as_str(),
     };
     match outcome {
-        RecordOutcome::Answered(response) => {
-            RecordChange::Finish { key, resource_id, fingerprint: fingerprint.as_deref(), response, retention }
+        RecordOutcome::Answered(response) => RecordChange::Finish {
+            key,
+            resource_id,
+            fingerprint: answering.fingerprint.as_deref(),
+            response,
+            retention,
+        },
+        RecordOutcome::Released => {
+            RecordChange::Release { key, resource_id, owner: answering.release.as_ref().and_then(Option::as_deref) }
         }
-        RecordOutcome::Released => RecordChange::Release { key, resource_id, owner },
         _ => RecordChange::Keep,
     }
 }

@@ -14,9 +14,10 @@ use resilience::Rejected;
 use tracing::info;
 use uuid::Uuid;
 
-use super::backlog::{RecordPlan, Unwritten};
+use super::backlog::{RecordPlan, Subject};
 use super::commit::{Applied, CommitError, RecordOutcome};
-use super::settle::{self, Inquired, NotDone, Rejection, Settlement};
+use super::finish::Outcome;
+use super::settle::{Inquired, NotDone, Rejection, Settlement};
 use super::{Answer, Gateway};
 use crate::bank::Inquiry;
 use crate::error::{Operation, PaymentError};
@@ -115,24 +116,27 @@ impl Gateway {
                 self.charge(payment, &request, &attempt, admission, false).await
             }
             Claim::TakeOver { resource_id } => {
-                let existing = self.store.get_payment(&resource_id).await?;
+                // The request that died may have charged: from here on a store failure is
+                // `outcome_unknown`, never "nothing was charged".
+                let unknown = |_| PaymentError::OutcomeUnknown { operation: Operation::Payment };
+                let existing = self.store.get_payment(&resource_id).await.map_err(unknown)?;
                 let payment = existing.unwrap_or(Payment { id: resource_id, ..payment });
                 info!(payment_id = %payment.id, idempotency_key, "taking over a payment whose request died");
                 let resend = Change::Resend { at: Utc::now(), lease: self.lease() };
                 if payment.is_settled() {
-                    let plan = RecordPlan::AnswerPayment { key: key.clone(), fingerprint: Some(fingerprint.clone()) };
+                    let plan = RecordPlan::answer(&key, Subject::Payment, Some(&fingerprint));
                     return match self.commit_change(payment, &resend, &plan).await {
                         Ok(Applied { record: RecordOutcome::Answered(response), .. }) => Ok(Answer::replay(response)),
                         Ok(_) | Err(CommitError::Refused(_)) => Err(self.key_in_use(Operation::Payment)),
-                        Err(CommitError::Store(error)) => Err(error.into()),
+                        Err(CommitError::Store(error)) => Err(unknown(error)),
                     };
                 }
                 // Recorded before the bank sees the charge again, so the reconciler's commit
-                // window starts over. Nothing was sent yet, so a store error here is harmless.
+                // window starts over.
                 let applied = match self.timed("commit", self.commit_change(payment, &resend, &RecordPlan::Keep)).await
                 {
                     Ok(applied) => applied,
-                    Err(CommitError::Store(error)) => return Err(error.into()),
+                    Err(CommitError::Store(error)) => return Err(unknown(error)),
                     Err(CommitError::Refused(_)) => return Err(self.key_in_use(Operation::Payment)),
                 };
                 self.charge(applied.payment, &request, &attempt, admission, true).await
@@ -188,86 +192,63 @@ impl Gateway {
         let bank_key = payment.bank_key().to_owned();
         let report = self.call_bank(Some(admission), || self.bank.charge(&bank_key, request, attempt.request_id)).await;
         let attempts = report.attempts;
-        let reported = settle::reported(report.result, report.may_have_acted, report.unanswered, |reply| {
-            match (reply.status(), reply.charge()) {
-                (Some(200 | 201 | 402), Some(charge)) => Ok(outcome_of(&charge)),
-                (status, _) => Err(Rejection { status, code: reply.problem_code() }),
-            }
-        });
-        let mut settlement = settle::settle(&reported, None, inherited);
-        if settlement == Settlement::Inquire {
-            let found = match self.bank.inquire(&bank_key, attempt.request_id, self.settings.inquiry_timeout).await {
+        let read = |reply: &crate::bank::BankReply| match (reply.status(), reply.charge()) {
+            (Some(200 | 201 | 402), Some(charge)) => Ok(outcome_of(&charge)),
+            (status, _) => Err(Rejection { status, code: reply.problem_code() }),
+        };
+        let inquire = || async {
+            match self.bank.inquire(&bank_key, attempt.request_id, self.settings.inquiry_timeout).await {
                 Inquiry::Found(charge) => Inquired::Found(outcome_of(&charge)),
                 Inquiry::NotFound => Inquired::NotFound,
                 Inquiry::Unknown(_) => Inquired::Unknown,
-            };
-            settlement = settle::settle(&reported, Some(&found), inherited);
-        }
-        let answer = || RecordPlan::AnswerPayment {
-            key: attempt.key.to_owned(),
-            fingerprint: Some(attempt.fingerprint.to_owned()),
+            }
         };
-        let (change, plan, not_charged) = match settlement {
+        let settlement = self.settlement(report, inherited, read, inquire).await;
+        let answer = RecordPlan::answer(attempt.key, Subject::Payment, Some(attempt.fingerprint));
+        let outcome = match settlement {
             // The request charged (or found its charge): it may revive the payment (`Change::Settle`).
-            Settlement::Settle(outcome) => (Change::Settle { outcome, attempts, revive: true }, answer(), None),
+            Settlement::Settle(outcome) => Outcome {
+                change: Change::Settle { outcome, attempts, revive: true },
+                plan: answer,
+                refused: None,
+                may_have_acted: true,
+            },
+            // Refused outright: a failed payment, answered 402 (the bank charged nothing).
             Settlement::Rejected(Rejection { status, code }) => {
                 let code = code.unwrap_or_else(|| "unknown".into());
                 let reason = format!("the bank rejected the charge ({}: {code})", status.unwrap_or(0));
-                (Change::Fail { reason, attempts }, answer(), None)
+                Outcome {
+                    change: Change::Fail { reason, attempts },
+                    plan: answer,
+                    refused: None,
+                    may_have_acted: false,
+                }
             }
             Settlement::NotDone(why) => {
                 let error = not_done(&why);
-                let plan = RecordPlan::ReleasePayment {
-                    key: attempt.key.to_owned(),
-                    owner: Some(attempt.owner.to_owned()),
-                    fingerprint: Some(attempt.fingerprint.to_owned()),
-                };
-                (Change::Fail { reason: error.to_string(), attempts }, plan, Some(error))
+                Outcome {
+                    change: Change::Fail { reason: error.to_string(), attempts },
+                    plan: RecordPlan::answer_or_release(
+                        attempt.key,
+                        Subject::Payment,
+                        Some(attempt.fingerprint),
+                        Some(attempt.owner),
+                    ),
+                    refused: Some(error),
+                    may_have_acted: false,
+                }
             }
-            Settlement::Inquire | Settlement::AwaitReconcile => {
-                (Change::AwaitReconcile { at: Utc::now(), attempts }, answer(), None)
-            }
+            Settlement::Inquire | Settlement::AwaitReconcile => Outcome {
+                change: Change::AwaitReconcile { at: Utc::now(), attempts },
+                plan: answer,
+                refused: None,
+                may_have_acted: true,
+            },
         };
-        let may_have_charged = not_charged.is_none();
-        match self.timed("commit", self.commit_change(payment.clone(), &change, &plan)).await {
-            Ok(applied) => {
-                self.emit(&applied.payment, Some(attempt.started.elapsed()));
-                if applied.payment.status == PaymentStatus::Processing {
-                    info!(payment_id = %applied.payment.id, "bank outcome unknown; payment left processing for the reconciler");
-                }
-                match applied.record {
-                    RecordOutcome::Answered(response) => Ok(Answer::fresh(response)),
-                    RecordOutcome::Released => Err(not_charged.unwrap_or(PaymentError::BankUnavailable)),
-                    // A request that took the key over holds it now; it answers for the payment.
-                    RecordOutcome::Refused | RecordOutcome::Kept => Err(self.key_in_use(Operation::Payment)),
-                    RecordOutcome::Superseded => self.replay_current(attempt.key).await,
-                }
-            }
-            Err(CommitError::Store(error)) => {
-                self.keep_for_later(Unwritten { payment, change, plan }, &error);
-                if may_have_charged {
-                    Err(PaymentError::OutcomeUnknown { operation: Operation::Payment })
-                } else {
-                    Err(PaymentError::StoreUnavailable(error))
-                }
-            }
-            Err(CommitError::Refused(_)) => Err(PaymentError::BankUnavailable),
+        let answered = self.finish(Operation::Payment, payment, outcome, Some(attempt.started)).await;
+        if let Ok(Answer { status: 202, .. }) = &answered {
+            info!(idempotency_key = attempt.key, "bank outcome unknown; payment left processing for the reconciler");
         }
-    }
-
-    /// The key now belongs to another payment (a retry made it after this one's record was
-    /// lost): answer what it answers.
-    async fn replay_current(&self, key: &str) -> Result<Answer, PaymentError> {
-        match self.store.record(key).await? {
-            Some(crate::store::IdempotencyRecord { state: crate::store::RecordState::Done { response }, .. }) => {
-                Ok(Answer::replay(response))
-            }
-            _ => Err(self.key_in_use(Operation::Payment)),
-        }
-    }
-
-    /// 409 for a key that a request holds, retried once its lease may have ended.
-    pub(super) fn key_in_use(&self, operation: Operation) -> PaymentError {
-        PaymentError::KeyInUse { operation, retry_after: self.settings.lease }
+        answered
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`create`]: `POST /v1/payments`: claim the key, charge through the guard, settle.
 //! - [`refund`]: `POST /v1/payments/{id}/refunds`: claim, hold the amount, refund, settle.
-//! - [`settle`]: the settlement table every bank call's outcome goes through (a pure function).
+//! - [`settle`]: the settlement table every bank call's outcome goes through (a pure function);
+//!   [`finish`]: the end every operation shares (settle, commit, answer truthfully).
 //! - [`commit`]: every change to a payment, applied against its stored version together with its
 //!   key's record; [`backlog`]: the outcomes the store could not take, written when it is back.
 //! - [`reconcile`]: the background pass that settles what was left unknown.
@@ -17,6 +18,7 @@
 pub mod backlog;
 mod commit;
 mod create;
+mod finish;
 mod reconcile;
 mod refund;
 pub mod settle;
@@ -36,7 +38,7 @@ use self::backlog::Backlog;
 pub use self::backlog::RecordPlan;
 use crate::bank::{BankClient, BankReply, classify};
 use crate::config::Config;
-use crate::error::PaymentError;
+pub use crate::error::PaymentError;
 use crate::events::{Envelope, Events, LatencyWindow};
 use crate::metrics::{Metrics, PaymentOutcome};
 use crate::model::{CreatePayment, Payment};

@@ -9,7 +9,7 @@ use chrono::Utc;
 use tracing::{info, warn};
 
 use super::Gateway;
-use super::backlog::RecordPlan;
+use super::backlog::{RecordPlan, Subject};
 use super::commit::{Applied, CommitError, RecordOutcome};
 use super::create::outcome_of;
 use crate::bank::Inquiry;
@@ -75,13 +75,22 @@ impl Gateway {
         match self.bank.inquire(payment.bank_key(), "reconciler", self.settings.inquiry_timeout).await {
             Inquiry::Found(charge) => {
                 let change = Change::Settle { outcome: outcome_of(&charge), attempts: 0, revive: false };
-                let plan = RecordPlan::AnswerPayment { key, fingerprint: None };
+                let plan = RecordPlan::answer(&key, Subject::Payment, None);
                 let applied = self.reconciler_commit(payment.clone(), change, plan).await?;
-                let settled = matches!(applied.payment.status, PaymentStatus::Succeeded | PaymentStatus::Declined);
-                if applied.record == RecordOutcome::Superseded || !settled {
-                    // Failed meanwhile (the charge is a newer payment's), or its key is another
-                    // payment's: not this payment's charge to claim.
-                    return self.reschedule(payment).await.map(|()| false);
+                match applied.payment.status {
+                    PaymentStatus::Processing => return self.reschedule(applied.payment).await.map(|()| false),
+                    // Failed: meanwhile (the charge is a newer payment's, and the reconciler never
+                    // revives), or now, as the ghost of a retry that holds its key and its charge.
+                    PaymentStatus::Failed => {
+                        if matches!(applied.record, RecordOutcome::Superseded(_)) {
+                            self.emit(&applied.payment, None);
+                        }
+                        return Ok(false);
+                    }
+                    PaymentStatus::Succeeded
+                    | PaymentStatus::Declined
+                    | PaymentStatus::Refunded
+                    | PaymentStatus::PartiallyRefunded => {}
                 }
                 info!(payment_id = %applied.payment.id, status = applied.payment.status.as_str(), "reconciled payment");
                 self.metrics.reconciled.inc(format!("result=\"{}\"", applied.payment.status.as_str()));
@@ -91,7 +100,7 @@ impl Gateway {
             Inquiry::NotFound if self.commit_window_passed(last_sent) => {
                 let change = Change::Fail { reason: "the bank has no record of this charge".into(), attempts: 0 };
                 // Not from under a live request: a client's retry may have taken the payment over.
-                let plan = RecordPlan::ReleasePayment { key, owner: None, fingerprint: None };
+                let plan = RecordPlan::answer_or_release(&key, Subject::Payment, None, None);
                 let applied = self.reconciler_commit(payment, change, plan).await?;
                 if applied.record != RecordOutcome::Released {
                     return Ok(false);
@@ -125,11 +134,10 @@ impl Gateway {
             let key = scoped_key(&current.merchant_id, "refund", &refund.idempotency_key);
             let last_sent = refund.last_attempt_at.unwrap_or(refund.created_at);
             let (change, plan) = if charge.refunds.iter().any(|r| r.idempotency_key == refund.id) {
-                let plan = RecordPlan::AnswerRefund { key, refund_id: refund.id.clone(), fingerprint: None };
+                let plan = RecordPlan::answer(&key, Subject::Refund(refund.id.clone()), None);
                 (Change::RefundSucceeded { id: refund.id.clone() }, plan)
             } else if self.commit_window_passed(last_sent) {
-                let plan =
-                    RecordPlan::ReleaseRefund { key, refund_id: refund.id.clone(), owner: None, fingerprint: None };
+                let plan = RecordPlan::answer_or_release(&key, Subject::Refund(refund.id.clone()), None, None);
                 (Change::RefundFailed { id: refund.id.clone() }, plan)
             } else {
                 continue;

@@ -12,13 +12,14 @@ use chrono::Utc;
 use serde::Serialize;
 use tracing::info;
 
-use super::backlog::{RecordPlan, Unwritten};
+use super::backlog::{RecordPlan, Subject};
 use super::commit::{Applied, CommitError, RecordOutcome};
-use super::settle::{self, Inquired, Rejection, Settlement};
+use super::finish::Outcome;
+use super::settle::{Inquired, Rejection, Settlement};
 use super::{Answer, Gateway};
 use crate::error::{Operation, PaymentError};
 use crate::fingerprint::refund_id;
-use crate::model::{Change, RefundRefusal, RefundStatus};
+use crate::model::{Change, RefundStatus, Refusal};
 use crate::store::{Claim, ClaimRequest, scoped_key};
 
 /// What a refund's fingerprint covers: the payment, and the amount asked for.
@@ -61,16 +62,16 @@ impl Gateway {
             }
             Claim::Mismatch => return Err(PaymentError::KeyReused),
         };
-        let answer = || RecordPlan::AnswerRefund {
-            key: key.clone(),
-            refund_id: refund_id.clone(),
-            fingerprint: Some(fingerprint.clone()),
-        };
-        let release = RecordPlan::ReleaseRefund {
-            key: key.clone(),
-            refund_id: refund_id.clone(),
-            owner: Some(owner.clone()),
-            fingerprint: Some(fingerprint.clone()),
+        let subject = Subject::Refund(refund_id.clone());
+        let answer = RecordPlan::answer(&key, subject.clone(), Some(&fingerprint));
+        let release = RecordPlan::answer_or_release(&key, subject, Some(&fingerprint), Some(&owner));
+        // A request that died may have refunded: a store failure is then never "nothing was done".
+        let store_failed = |error| {
+            if inherited {
+                PaymentError::OutcomeUnknown { operation: Operation::Refund }
+            } else {
+                PaymentError::from(error)
+            }
         };
 
         // Hold the amount on the payment first: racing refunds see each other's holds.
@@ -85,18 +86,18 @@ impl Gateway {
             Ok(applied) => applied.payment,
             Err(CommitError::Refused(refusal)) => {
                 let error = match refusal {
-                    RefundRefusal::NotRefundable(status) => {
+                    Refusal::InvalidState(status) => {
                         PaymentError::NotRefundable { payment_id: payment_id.to_owned(), status }
                     }
-                    RefundRefusal::OverRefund { remaining } => PaymentError::OverRefund { remaining },
+                    Refusal::OverAmount { remaining } => PaymentError::OverRefund { remaining },
                 };
                 // Nothing was held: free the key, so a corrected request may use it.
                 return match self.commit_change(payment, &Change::RefundFailed { id: refund_id }, &release).await {
-                    Err(CommitError::Store(store)) => Err(store.into()),
+                    Err(CommitError::Store(store)) => Err(store_failed(store)),
                     Ok(_) | Err(CommitError::Refused(_)) => Err(error),
                 };
             }
-            Err(CommitError::Store(error)) => return Err(error.into()),
+            Err(CommitError::Store(error)) => return Err(store_failed(error)),
         };
         let Some(refund) = payment.refund(&refund_id).cloned() else {
             return Err(PaymentError::BankUnavailable);
@@ -104,73 +105,57 @@ impl Gateway {
         if refund.status == RefundStatus::Succeeded {
             // A request that died after the bank refunded: answer what it would have.
             let settled = Change::RefundSucceeded { id: refund.id.clone() };
-            return match self.commit_change(payment, &settled, &answer()).await {
+            return match self.commit_change(payment, &settled, &answer).await {
                 Ok(Applied { record: RecordOutcome::Answered(response), .. }) => Ok(Answer::replay(response)),
                 Ok(_) | Err(CommitError::Refused(_)) => Err(self.key_in_use(Operation::Refund)),
-                Err(CommitError::Store(error)) => Err(error.into()),
+                Err(CommitError::Store(error)) => Err(store_failed(error)),
             };
         }
         let charge_id = payment.bank_charge_id.clone().unwrap_or_default();
 
         let report = self.call_bank(None, || self.bank.refund(&charge_id, &refund_id, refund.amount, request_id)).await;
-        let reported =
-            settle::reported(report.result, report.may_have_acted, report.unanswered, |reply| match reply.status() {
-                Some(200..=299) => Ok(()),
-                status => Err(Rejection { status, code: reply.problem_code() }),
-            });
-        let mut settlement = settle::settle(&reported, None, inherited);
-        if settlement == Settlement::Inquire {
-            // Maybe refunded: ask the bank whether the charge carries this refund.
-            let found = match self.bank.get_charge(&charge_id, request_id).await.charge() {
+        let read = |reply: &crate::bank::BankReply| match reply.status() {
+            Some(200..=299) => Ok(()),
+            status => Err(Rejection { status, code: reply.problem_code() }),
+        };
+        // Maybe refunded: ask the bank whether the charge carries this refund.
+        let inquire = || async {
+            match self.bank.get_charge(&charge_id, request_id).await.charge() {
                 Some(charge) if charge.refunds.iter().any(|r| r.idempotency_key == refund_id) => Inquired::Found(()),
                 Some(_) => Inquired::NotFound,
                 None => Inquired::Unknown,
-            };
-            settlement = settle::settle(&reported, Some(&found), inherited);
-        }
-        let failed =
-            |error: PaymentError| (Change::RefundFailed { id: refund_id.clone() }, release.clone(), Some(error));
-        let (change, plan, refused) = match settlement {
-            Settlement::Settle(()) => (Change::RefundSucceeded { id: refund_id.clone() }, answer(), None),
-            Settlement::Rejected(rejection) => {
-                failed(PaymentError::BankRefusedRefund { conflict: rejection.status == Some(409) })
-            }
-            // Whatever stopped it (the breaker, the bulkhead, the bank), the refund was not made.
-            Settlement::NotDone(_) => failed(PaymentError::BankUnavailable),
-            Settlement::Inquire | Settlement::AwaitReconcile => {
-                (Change::RefundPending { id: refund_id.clone(), at: Utc::now() }, answer(), None)
             }
         };
-        let may_have_refunded = refused.is_none();
-        match self.commit_change(payment.clone(), &change, &plan).await {
-            Ok(applied) => {
-                self.emit(&applied.payment, None);
-                match applied.record {
-                    RecordOutcome::Answered(response) => {
-                        info!(
-                            payment_id,
-                            refund_id,
-                            amount = refund.amount,
-                            status = response.status,
-                            "refund answered"
-                        );
-                        Ok(Answer::fresh(response))
-                    }
-                    RecordOutcome::Released => Err(refused.unwrap_or(PaymentError::BankUnavailable)),
-                    RecordOutcome::Refused | RecordOutcome::Kept | RecordOutcome::Superseded => {
-                        Err(self.key_in_use(Operation::Refund))
-                    }
-                }
+        let settlement = self.settlement(report, inherited, read, inquire).await;
+        let not_refunded = |error: PaymentError| Outcome {
+            change: Change::RefundFailed { id: refund_id.clone() },
+            plan: release.clone(),
+            refused: Some(error),
+            may_have_acted: false,
+        };
+        let outcome = match settlement {
+            Settlement::Settle(()) => Outcome {
+                change: Change::RefundSucceeded { id: refund_id.clone() },
+                plan: answer,
+                refused: None,
+                may_have_acted: true,
+            },
+            Settlement::Rejected(rejection) => {
+                not_refunded(PaymentError::BankRefusedRefund { conflict: rejection.status == Some(409) })
             }
-            Err(CommitError::Store(error)) => {
-                self.keep_for_later(Unwritten { payment, change, plan }, &error);
-                if may_have_refunded {
-                    Err(PaymentError::OutcomeUnknown { operation: Operation::Refund })
-                } else {
-                    Err(PaymentError::StoreUnavailable(error))
-                }
-            }
-            Err(CommitError::Refused(_)) => Err(PaymentError::BankUnavailable),
+            // Whatever stopped it (the breaker, the bulkhead, the bank), the refund was not made.
+            Settlement::NotDone(_) => not_refunded(PaymentError::BankUnavailable),
+            Settlement::Inquire | Settlement::AwaitReconcile => Outcome {
+                change: Change::RefundPending { id: refund_id.clone(), at: Utc::now() },
+                plan: answer,
+                refused: None,
+                may_have_acted: true,
+            },
+        };
+        let answered = self.finish(Operation::Refund, payment, outcome, None).await;
+        if let Ok(answer) = &answered {
+            info!(payment_id, refund_id, amount = refund.amount, status = answer.status, "refund answered");
         }
+        answered
     }
 }

@@ -51,19 +51,20 @@ pub enum Change {
     RefundPending { id: String, at: DateTime<Utc> },
 }
 
-/// Why a refund cannot be reserved.
+/// Why a change cannot be made to the payment as it stands: the operation it belongs to is
+/// refused (as opposed to a change that no longer applies, which changes nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefundRefusal {
-    /// Only a succeeded (or partly refunded) payment can be refunded.
-    NotRefundable(PaymentStatus),
-    /// More than is left once succeeded and pending refunds are counted.
-    OverRefund { remaining: i64 },
+pub enum Refusal {
+    /// The payment's status does not allow the operation (a refund of a declined payment).
+    InvalidState(PaymentStatus),
+    /// More than is left (of what can be refunded, once succeeded and pending refunds count).
+    OverAmount { remaining: i64 },
 }
 
 impl Payment {
     /// The payment with `change` applied and its version bumped, or why a refund cannot be held.
     /// `now` stamps `updated_at` when something changed.
-    pub fn apply(&self, change: &Change, now: DateTime<Utc>) -> Result<Payment, RefundRefusal> {
+    pub fn apply(&self, change: &Change, now: DateTime<Utc>) -> Result<Payment, Refusal> {
         let mut next = self.clone();
         match change {
             Change::Resend { at, lease } => {
@@ -112,13 +113,13 @@ impl Payment {
                     // Its earlier request surely refunded nothing: reserve it afresh.
                     Some(RefundStatus::Failed) | None => {
                         if !matches!(self.status, PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded) {
-                            return Err(RefundRefusal::NotRefundable(self.status));
+                            return Err(Refusal::InvalidState(self.status));
                         }
                         next.refunds.retain(|r| r.id != *id);
                         let remaining = next.refundable();
                         let amount = amount.unwrap_or(remaining);
                         if amount <= 0 || amount > remaining {
-                            return Err(RefundRefusal::OverRefund { remaining });
+                            return Err(Refusal::OverAmount { remaining });
                         }
                         next.refunds.push(Refund {
                             id: id.clone(),
@@ -232,7 +233,7 @@ mod tests {
         let held = apply(&apply(&paid, &reserve("re_1", Some(600))), &reserve("re_2", None));
         assert_eq!((held.refund("re_2").map(|r| r.amount), held.refundable()), (Some(400), 0));
         assert!(held.due_at().is_some(), "pending refunds are the reconciler's");
-        assert_eq!(held.apply(&reserve("re_3", Some(1)), Utc::now()), Err(RefundRefusal::OverRefund { remaining: 0 }));
+        assert_eq!(held.apply(&reserve("re_3", Some(1)), Utc::now()), Err(Refusal::OverAmount { remaining: 0 }));
         let one = apply(&held, &Change::RefundSucceeded { id: "re_1".into() });
         let both = apply(
             &apply(&one, &Change::RefundFailed { id: "re_2".into() }),
@@ -248,7 +249,7 @@ mod tests {
         let declined = Payment { status: PaymentStatus::Declined, ..processing() };
         assert_eq!(
             declined.apply(&reserve("re_9", None), Utc::now()),
-            Err(RefundRefusal::NotRefundable(PaymentStatus::Declined))
+            Err(Refusal::InvalidState(PaymentStatus::Declined))
         );
     }
 }

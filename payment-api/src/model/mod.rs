@@ -5,6 +5,6 @@ pub mod change;
 pub mod payment;
 pub mod request;
 
-pub use change::{Change, ChargeOutcome, RefundRefusal};
+pub use change::{Change, ChargeOutcome, Refusal};
 pub use payment::{CardSummary, Payment, PaymentStatus, PublicPayment, PublicRefund, Refund, RefundStatus};
 pub use request::{Canonical, CardInput, CreatePayment, MAX_AMOUNT};
