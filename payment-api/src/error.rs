@@ -23,6 +23,13 @@ impl Operation {
         }
     }
 
+    /// The operation's idempotency key as stored: scoped to the merchant and the operation, so the
+    /// same client key on a payment and on a refund are two keys. (Stored keys use the noun, which
+    /// therefore never changes.)
+    pub fn scoped_key(self, merchant: &str, key: &str) -> String {
+        crate::store::scoped_key(merchant, self.noun(), key)
+    }
+
     /// What the bank may have done, when nobody knows yet.
     pub fn may_have(self) -> &'static str {
         match self {

@@ -76,3 +76,28 @@ pub struct PaymentEvent {
     pub failure_reason: Option<String>,
     pub at: DateTime<Utc>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` drives parsing (of `?status=` filters, among others): a status missing from it could
+    /// not be asked for. The match is exhaustive, so a new status does not compile until it is
+    /// given its place here (and so in `ALL`).
+    #[test]
+    fn all_lists_every_status_once_and_each_name_reads_back() {
+        let place = |status: PaymentStatus| match status {
+            PaymentStatus::Processing => 0,
+            PaymentStatus::Succeeded => 1,
+            PaymentStatus::Declined => 2,
+            PaymentStatus::Failed => 3,
+            PaymentStatus::Refunded => 4,
+            PaymentStatus::PartiallyRefunded => 5,
+        };
+        for (index, status) in PaymentStatus::ALL.into_iter().enumerate() {
+            assert_eq!(place(status), index, "{status}");
+            assert_eq!(PaymentStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_value(status).ok(), Some(serde_json::Value::from(status.as_str())));
+        }
+    }
+}

@@ -23,7 +23,7 @@ use crate::bank::Inquiry;
 use crate::error::{Operation, PaymentError};
 use crate::fingerprint::bank_key;
 use crate::model::{CardSummary, Change, ChargeOutcome, CreatePayment, Payment, PaymentStatus};
-use crate::store::{Claim, ClaimRequest, decide_claim, now_ms, scoped_key};
+use crate::store::{Claim, ClaimRequest, decide_claim, now_ms};
 
 /// What one payment request carries through the charge.
 #[derive(Debug)]
@@ -63,7 +63,7 @@ impl Gateway {
         started: tokio::time::Instant,
     ) -> Result<Answer, PaymentError> {
         request.validate(&self.settings.currencies).map_err(PaymentError::Invalid)?;
-        let key = scoped_key(merchant, "payment", idempotency_key);
+        let key = Operation::Payment.scoped_key(merchant, idempotency_key);
         let admission = match self.admit() {
             Ok(admission) => admission,
             Err(rejected) => return self.answer_while_open(&key, &request, rejected).await,

@@ -13,8 +13,9 @@ use super::backlog::{RecordPlan, Subject};
 use super::commit::{Applied, CommitError, RecordOutcome};
 use super::create::outcome_of;
 use crate::bank::Inquiry;
+use crate::error::Operation;
 use crate::model::{Change, Payment, PaymentStatus, RefundStatus};
-use crate::store::{StoreError, now_ms, scoped_key};
+use crate::store::{StoreError, now_ms};
 
 impl Gateway {
     pub async fn reconcile_due(&self) -> Result<usize, StoreError> {
@@ -70,7 +71,7 @@ impl Gateway {
     }
 
     async fn reconcile(&self, payment: Payment) -> Result<bool, StoreError> {
-        let key = scoped_key(&payment.merchant_id, "payment", &payment.idempotency_key);
+        let key = Operation::Payment.scoped_key(&payment.merchant_id, &payment.idempotency_key);
         let last_sent = payment.last_attempt_at.unwrap_or(payment.created_at);
         match self.bank.inquire(payment.bank_key(), "reconciler", self.settings.inquiry_timeout).await {
             Inquiry::Found(charge) => {
@@ -131,7 +132,7 @@ impl Gateway {
         let mut current = payment;
         let mut settled = false;
         for refund in pending {
-            let key = scoped_key(&current.merchant_id, "refund", &refund.idempotency_key);
+            let key = Operation::Refund.scoped_key(&current.merchant_id, &refund.idempotency_key);
             let last_sent = refund.last_attempt_at.unwrap_or(refund.created_at);
             let (change, plan) = if charge.refunds.iter().any(|r| r.idempotency_key == refund.id) {
                 let plan = RecordPlan::answer(&key, Subject::Refund(refund.id.clone()), None);

@@ -20,7 +20,7 @@ use super::{Answer, Gateway};
 use crate::error::{Operation, PaymentError};
 use crate::fingerprint::refund_id;
 use crate::model::{Change, RefundStatus, Refusal};
-use crate::store::{Claim, ClaimRequest, scoped_key};
+use crate::store::{Claim, ClaimRequest};
 
 /// What a refund's fingerprint covers: the payment, and the amount asked for.
 #[derive(Serialize)]
@@ -39,7 +39,7 @@ impl Gateway {
         request_id: &str,
     ) -> Result<Answer, PaymentError> {
         let payment = self.payment(merchant, payment_id).await?;
-        let key = scoped_key(merchant, "refund", idempotency_key);
+        let key = Operation::Refund.scoped_key(merchant, idempotency_key);
         let fingerprint = self.fingerprint(&RefundFingerprint { payment_id, amount });
         let refund_id = refund_id(merchant, payment.bank_key(), idempotency_key);
 
