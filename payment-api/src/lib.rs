@@ -4,7 +4,8 @@
 //! bank exactly once, whatever the network, the bank, a retrying client or a crash does.
 //!
 //! How the parts fit:
-//! - [`http`] is the HTTP edge: routes, middleware, and the one mapping of domain errors to
+//! - [`app`] is what every handler reaches (the gateway and the edge's own parts), built from the
+//!   configuration; [`http`] is the HTTP edge: routes, middleware, and the one mapping of domain errors to
 //!   problem+json; [`auth`] maps API keys to merchants, [`ratelimit`] meters them.
 //! - [`gateway`] is the payment operations, one module each (create, refund, reconcile), over
 //!   the settlement table and the versioned commit; it charges through the `resilience` guard with
@@ -16,6 +17,7 @@
 //! - [`events`], [`metrics`] and [`telemetry`] are what operators and the dashboard see;
 //!   [`config`] the flags.
 
+pub mod app;
 pub mod auth;
 pub mod bank;
 pub mod config;
@@ -38,42 +40,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::info;
 
+pub use app::App;
 pub use config::{Config, LogFormat};
 pub use gateway::Gateway;
-
-/// What every handler can reach.
-#[derive(Debug)]
-pub struct App {
-    pub gateway: Arc<Gateway>,
-    /// The HTTP edge's own numbers (requests by route, rate limiting); the gateway shares them.
-    pub metrics: Arc<metrics::Metrics>,
-    pub keys: auth::Keys,
-    pub admin_key: Option<String>,
-    pub rate_limiter: ratelimit::RateLimiter,
-    pub max_body_bytes: usize,
-    /// Turns true when shutdown begins, so endless responses (the event stream) end.
-    pub shutting_down: tokio::sync::watch::Receiver<bool>,
-}
-
-impl App {
-    pub async fn new(config: &Config, shutting_down: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<Self> {
-        config.validate().map_err(anyhow::Error::msg)?;
-        let store = store::Store::open(&config.store_url)
-            .await
-            .with_context(|| format!("cannot open the store `{}`", config.store_url))?;
-        let events = Arc::new(events::Events::new(config.stream_buffer));
-        let metrics = Arc::new(metrics::Metrics::default());
-        Ok(Self {
-            gateway: Arc::new(Gateway::new(config, store, events, Arc::clone(&metrics))?),
-            metrics,
-            keys: auth::Keys::new(config.api_keys.clone()),
-            admin_key: config.admin_key.clone(),
-            rate_limiter: ratelimit::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
-            max_body_bytes: config.max_body_bytes,
-            shutting_down,
-        })
-    }
-}
 
 /// The binary: configuration from the command line and environment, logs (kept flushing until
 /// the process ends), the listener, and shutdown on Ctrl-C or SIGTERM.

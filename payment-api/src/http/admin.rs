@@ -17,7 +17,7 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use wire::BreakerView;
 
 use super::problem::json;
-use crate::App;
+use crate::app::App;
 
 /// The circuit breaker now.
 #[utoipa::path(

@@ -25,7 +25,7 @@ use http_conventions::problem::{ErrorCode, Problem};
 use http_conventions::request_id::{self, RequestId};
 use tracing::Instrument;
 
-use crate::App;
+use crate::app::App;
 use crate::auth::{authorization, bearer, secret_matches};
 
 use self::admin::{get_breaker, put_breaker, stream};

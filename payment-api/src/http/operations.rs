@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use http_conventions::problem::{ErrorCode, Problem};
 
-use crate::App;
+use crate::app::App;
 use crate::gateway::Answer;
 
 /// The process is alive.

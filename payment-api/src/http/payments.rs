@@ -12,7 +12,7 @@ use http_conventions::request_id::RequestId;
 use serde::{Deserialize, Serialize};
 
 use super::problem::json;
-use crate::App;
+use crate::app::App;
 use crate::auth::Merchant;
 use crate::error::PaymentError;
 use crate::gateway::Answer;
