@@ -156,18 +156,6 @@ impl Gateway {
         result
     }
 
-    /// `POST /v1/payments/{id}/refunds`.
-    pub async fn refund(
-        &self,
-        merchant: &str,
-        payment_id: &str,
-        idempotency_key: &str,
-        amount: Option<i64>,
-        request_id: &str,
-    ) -> Result<Answer, PaymentError> {
-        self.answer_refund(merchant, payment_id, idempotency_key, amount, request_id).await
-    }
-
     /// A payment of this merchant (another merchant's payment does not exist for you).
     pub async fn payment(&self, merchant: &str, payment_id: &str) -> Result<Payment, PaymentError> {
         match self.store.get_payment(payment_id).await? {

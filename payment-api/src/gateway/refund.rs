@@ -30,7 +30,8 @@ struct RefundFingerprint<'a> {
 }
 
 impl Gateway {
-    pub(super) async fn answer_refund(
+    /// `POST /v1/payments/{id}/refunds` (see the module's steps).
+    pub async fn refund(
         &self,
         merchant: &str,
         payment_id: &str,
