@@ -23,7 +23,7 @@ use crate::bank::Inquiry;
 use crate::error::{Operation, PaymentError};
 use crate::fingerprint::bank_key;
 use crate::model::{CardSummary, Change, ChargeOutcome, CreatePayment, Payment, PaymentStatus};
-use crate::store::{Claim, ClaimRequest, decide_claim, now_ms};
+use crate::store::{Claim, ClaimRequest, KeyStatus, key_status, now_ms};
 
 /// What one payment request carries through the charge.
 #[derive(Debug)]
@@ -162,20 +162,13 @@ impl Gateway {
         // the claim are for keys with a record.
         let Some(record) = record else { return Err(circuit_open()) };
         let fingerprint = self.fingerprint(&request.canonical());
-        let claim = ClaimRequest {
-            key,
-            fingerprint: &fingerprint,
-            owner: "",
-            resource_id: "",
-            lease: self.settings.lease,
-            retention: self.settings.retention,
-            insert: None,
-        };
-        match decide_claim(Some(&record), &claim, now_ms()).0 {
-            Claim::Replay(response) => Ok(Answer::replay(response)),
-            Claim::InUse { retry_after } => Err(PaymentError::KeyInUse { operation: Operation::Payment, retry_after }),
-            Claim::Mismatch => Err(PaymentError::KeyReused),
-            Claim::Fresh | Claim::TakeOver { .. } => Err(circuit_open()),
+        match key_status(Some(&record), &fingerprint, now_ms()) {
+            KeyStatus::Replay(response) => Ok(Answer::replay(response)),
+            KeyStatus::InUse { retry_after } => {
+                Err(PaymentError::KeyInUse { operation: Operation::Payment, retry_after })
+            }
+            KeyStatus::Mismatch => Err(PaymentError::KeyReused),
+            KeyStatus::Free | KeyStatus::Abandoned { .. } => Err(circuit_open()),
         }
     }
 

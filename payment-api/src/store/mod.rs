@@ -285,8 +285,8 @@ pub fn decide_claim(
 ) -> (Claim, Option<IdempotencyRecord>) {
     let lease_until_ms = now_ms + request.lease.as_millis() as i64;
     let in_flight = RecordState::InFlight { owner: request.owner.to_owned(), lease_until_ms };
-    match existing.filter(|record| record.expires_at_ms > now_ms) {
-        None => {
+    match key_status(existing, request.fingerprint, now_ms) {
+        KeyStatus::Free => {
             let record = IdempotencyRecord {
                 fingerprint: request.fingerprint.to_owned(),
                 resource_id: request.resource_id.to_owned(),
@@ -295,19 +295,44 @@ pub fn decide_claim(
             };
             (Claim::Fresh, Some(record))
         }
-        Some(record) if record.fingerprint != request.fingerprint => (Claim::Mismatch, None),
-        Some(IdempotencyRecord { state: RecordState::Done { response }, .. }) => {
-            (Claim::Replay(response.clone()), None)
+        KeyStatus::Mismatch => (Claim::Mismatch, None),
+        KeyStatus::Replay(response) => (Claim::Replay(response), None),
+        KeyStatus::InUse { retry_after } => (Claim::InUse { retry_after }, None),
+        KeyStatus::Abandoned { resource_id } => {
+            let taken = existing.map(|record| IdempotencyRecord { state: in_flight, ..record.clone() });
+            (Claim::TakeOver { resource_id }, taken)
         }
+    }
+}
+
+/// What a key's record says to a request with `fingerprint`, without claiming anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// No live record: the key is free.
+    Free,
+    /// Used for another request.
+    Mismatch,
+    /// Answered: replay this.
+    Replay(StoredResponse),
+    /// A request holds it until its lease runs out.
+    InUse { retry_after: Duration },
+    /// Its request died (the lease ran out) without an answer: the key may be taken over.
+    Abandoned { resource_id: String },
+}
+
+/// The one reading of a key's record, shared by the claim ([`decide_claim`]) and by answers that
+/// must not claim (while the breaker is open, a request is answered from the record alone).
+pub fn key_status(existing: Option<&IdempotencyRecord>, fingerprint: &str, now_ms: i64) -> KeyStatus {
+    match existing.filter(|record| record.expires_at_ms > now_ms) {
+        None => KeyStatus::Free,
+        Some(record) if record.fingerprint != fingerprint => KeyStatus::Mismatch,
+        Some(IdempotencyRecord { state: RecordState::Done { response }, .. }) => KeyStatus::Replay(response.clone()),
         Some(IdempotencyRecord { state: RecordState::InFlight { lease_until_ms: until, .. }, .. })
             if *until > now_ms =>
         {
-            (Claim::InUse { retry_after: Duration::from_millis((*until - now_ms) as u64) }, None)
+            KeyStatus::InUse { retry_after: Duration::from_millis((*until - now_ms) as u64) }
         }
-        Some(record) => {
-            let taken = IdempotencyRecord { state: in_flight, ..record.clone() };
-            (Claim::TakeOver { resource_id: record.resource_id.clone() }, Some(taken))
-        }
+        Some(record) => KeyStatus::Abandoned { resource_id: record.resource_id.clone() },
     }
 }
 
@@ -316,7 +341,7 @@ pub use rules::{IndexEntry, Pager, created_micros, due_ms, index_moves, matches}
 /// The configured backend. An enum rather than a trait object: the set of backends is closed and
 /// known here, each call is a plain match the compiler checks for every backend (a new operation
 /// cannot be forgotten in one), async methods need no boxing, and the rules the backends share
-/// live beside it as functions ([`decide_claim`], [`decide_commit`], [`rules`]) rather than as
+/// live beside it as functions ([`key_status`], [`decide_claim`], [`decide_commit`], [`rules`]) rather than as
 /// default methods of a trait.
 #[derive(Debug, Clone)]
 pub enum Store {
