@@ -9,6 +9,8 @@ pub const DEFAULT_MAX_AMOUNT: i64 = 1_000_000;
 pub const DEFAULT_BALANCE: i64 = 100_000_000;
 pub const DEFAULT_CURRENCIES: &str = "TRY,USD,EUR,GBP";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Seven days, as card networks commonly hold an authorization.
+pub const DEFAULT_AUTHORIZATION_TTL_S: u64 = 604_800;
 
 /// The fault-injecting bank simulator.
 ///
@@ -39,6 +41,12 @@ pub struct Config {
     /// Opening balance, in minor units, of every card account that is not a test card.
     #[arg(long, env = "BANK_DEFAULT_BALANCE", default_value_t = DEFAULT_BALANCE)]
     pub default_balance: i64,
+
+    /// How long an authorization holds its amount, in seconds, before it expires and the amount is
+    /// released (at most a year).
+    #[arg(long, env = "BANK_AUTHORIZATION_TTL_S", default_value_t = DEFAULT_AUTHORIZATION_TTL_S,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub authorization_ttl_s: u64,
 
     /// Accepted ISO 4217 currencies, comma-separated.
     #[arg(long, env = "BANK_CURRENCIES", value_delimiter = ',', default_value = DEFAULT_CURRENCIES,
@@ -83,6 +91,7 @@ impl Default for Config {
             preset: "healthy".to_owned(),
             max_amount: DEFAULT_MAX_AMOUNT,
             default_balance: DEFAULT_BALANCE,
+            authorization_ttl_s: DEFAULT_AUTHORIZATION_TTL_S,
             currencies: DEFAULT_CURRENCIES.split(',').map(str::to_owned).collect(),
             chaos_header: true,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -114,6 +123,7 @@ mod tests {
         assert_eq!(parsed.listen, default.listen);
         assert_eq!(parsed.currencies, default.currencies);
         assert_eq!(parsed.max_amount, default.max_amount);
+        assert_eq!(parsed.authorization_ttl_s, default.authorization_ttl_s);
         assert_eq!(parsed.max_body_bytes, default.max_body_bytes);
         assert_eq!(parsed.connections, default.connections);
     }

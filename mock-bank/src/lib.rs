@@ -1,11 +1,13 @@
 //! # mock-bank
 //!
-//! A bank simulator that fails on purpose. It charges and refunds cards exactly once per
-//! idempotency key and keeps a ledger that is the audit truth, while a chaos engine decides, per
+//! A bank simulator that fails on purpose. It charges and refunds cards, and holds, captures and
+//! voids authorizations, exactly once per idempotency key, and keeps a ledger that is the audit
+//! truth, while a chaos engine decides, per
 //! HTTP request, whether to answer normally or to fail the way real banks and networks fail.
 //!
 //! How the parts fit:
-//! - [`ledger`] holds charges, refunds, card accounts and idempotency keys; [`card`] has the
+//! - [`ledger`] holds charges, refunds, authorizations, card accounts and idempotency keys;
+//!   [`card`] has the
 //!   decline rules and test cards.
 //! - [`chaos`] decides faults deterministically from a seed and a live configuration;
 //!   [`fault`] performs them on the wire, resetting a connection through the shared server
@@ -64,7 +66,8 @@ impl Bank {
         }
         let seed = config.seed.unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
         let policy = Policy { max_amount: config.max_amount, default_balance: config.default_balance };
-        Ok(Self { ledger: Ledger::new(policy), chaos: ChaosEngine::new(initial, seed), config })
+        let authorization_ttl = std::time::Duration::from_secs(config.authorization_ttl_s);
+        Ok(Self { ledger: Ledger::new(policy, authorization_ttl), chaos: ChaosEngine::new(initial, seed), config })
     }
 }
 

@@ -1,4 +1,7 @@
 //! The HTTP surface: banking routes (behind the fault injector), the ledger, and chaos control.
+//! Authorizations (hold, capture, void) are in [`authorizations`].
+
+mod authorizations;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +35,7 @@ pub fn router(bank: Arc<Bank>) -> Router {
         .route("/v1/charges", post(create_charge).get(find_charge_by_key))
         .route("/v1/charges/{id}", get(get_charge))
         .route("/v1/charges/{id}/refunds", post(create_refund))
+        .merge(authorizations::routes())
         .route_layer(middleware::from_fn_with_state(Arc::clone(&bank), fault::inject));
     let control = Router::new()
         .route("/v1/ledger", get(ledger))
@@ -165,14 +169,19 @@ async fn find_charge_by_key(
     State(bank): State<Arc<Bank>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Arc<Charge>>, Problem> {
+    let key = key_query(&params, "charge")?;
+    bank.ledger.find_by_key(&key).map(Json).ok_or_else(|| Problem::not_found(format!("no charge under key {key}")))
+}
+
+/// The one parameter of a status inquiry: `?idempotency_key=K`.
+fn key_query(params: &HashMap<String, String>, what: &str) -> Result<String, Problem> {
     if let Some(unknown) = params.keys().find(|k| k.as_str() != "idempotency_key") {
         return Err(Problem::invalid_request(format!("unknown query parameter `{unknown}`")));
     }
-    let raw = params
-        .get("idempotency_key")
-        .ok_or_else(|| Problem::invalid_request("pass ?idempotency_key=K; GET /v1/ledger lists every charge"))?;
-    let key = idempotency::parse(raw.as_bytes())?;
-    bank.ledger.find_by_key(&key).map(Json).ok_or_else(|| Problem::not_found(format!("no charge under key {key}")))
+    let raw = params.get("idempotency_key").ok_or_else(|| {
+        Problem::invalid_request(format!("pass ?idempotency_key=K to find a {what}; GET /v1/ledger lists everything"))
+    })?;
+    idempotency::parse(raw.as_bytes())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,9 +206,11 @@ fn ledger_problem(error: LedgerError) -> Problem {
     let detail = error.to_string();
     match error {
         LedgerError::KeyReused => Problem::new(ErrorCode::IdempotencyKeyReused, detail),
-        LedgerError::NoSuchCharge(_) => Problem::not_found(detail),
-        LedgerError::NotRefundable(_) | LedgerError::FullyRefunded(_) => Problem::new(ErrorCode::InvalidState, detail),
-        LedgerError::OverRefund { .. } | LedgerError::NonPositiveRefund => {
+        LedgerError::NoSuchCharge(_) | LedgerError::NoSuchAuthorization(_) => Problem::not_found(detail),
+        LedgerError::NotRefundable(_) | LedgerError::FullyRefunded(_) | LedgerError::NotHeld { .. } => {
+            Problem::new(ErrorCode::InvalidState, detail)
+        }
+        LedgerError::OverRefund { .. } | LedgerError::NonPositiveRefund | LedgerError::CaptureAmount { .. } => {
             Problem::validation(vec![FieldError::new("amount", detail)])
         }
     }

@@ -1,5 +1,6 @@
-//! The ledger: every charge and refund the bank ever made, the card accounts, and the idempotency
-//! keys that make charges and refunds exactly-once.
+//! The ledger: every charge, refund and authorization the bank ever made, the card accounts, and
+//! the idempotency keys that make each operation exactly-once. Authorizations (holds, their
+//! capture, void and expiry) are in [`holds`].
 //!
 //! All state sits behind one mutex and every operation is synchronous under it, so a charge is
 //! either fully recorded or not at all, and two requests with the same key can never both charge.
@@ -14,6 +15,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::card::{self, CardSummary, DeclineCode};
+
+mod holds;
+
+pub use holds::{Authorization, AuthorizationStatus, HoldOperation, HoldTotals};
 
 /// A charge request that passed validation (see [`crate::api`]). Holds the card number only for
 /// the duration of the request.
@@ -53,6 +58,8 @@ pub struct Charge {
     pub idempotency_key: String,
     pub refunded_amount: i64,
     pub refunds: Vec<Refund>,
+    /// The authorization whose capture made this charge (`None` for a direct charge).
+    pub authorization_id: Option<String>,
     pub created_at: DateTime<Utc>,
     #[serde(skip)]
     account: Option<u64>,
@@ -90,6 +97,13 @@ pub enum LedgerError {
     OverRefund { requested: i64, remaining: i64 },
     #[error("a refund amount must be positive")]
     NonPositiveRefund,
+    #[error("no authorization {0}")]
+    NoSuchAuthorization(String),
+    /// Captured, voided, expired or declined: nothing is held to capture or void.
+    #[error("authorization {id} is {status}; only an authorized hold can be captured or voided")]
+    NotHeld { id: String, status: AuthorizationStatus },
+    #[error("a capture of {requested} must be positive and at most the {authorized} authorized")]
+    CaptureAmount { requested: i64, authorized: i64 },
 }
 
 /// The decline rules that are configuration, not test-card scripting.
@@ -114,18 +128,22 @@ pub struct LedgerTotals {
     pub declined: usize,
     pub refunds: usize,
     pub by_currency: std::collections::BTreeMap<String, CurrencyTotals>,
+    pub authorizations: HoldTotals,
 }
 
 /// The audit view returned by `GET /v1/ledger`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LedgerReport {
     pub charges: Vec<Arc<Charge>>,
+    pub authorizations: Vec<Arc<Authorization>>,
     pub totals: LedgerTotals,
 }
 
 #[derive(Debug)]
 pub struct Ledger {
     policy: Policy,
+    /// How long an authorization holds its amount before it lapses.
+    authorization_ttl: chrono::Duration,
     /// Keyed hashing: request fingerprints and card accounts are kept as 64-bit SipHash values
     /// under a key chosen at start-up, so no card number is stored, even as a guessable hash.
     hasher: RandomState,
@@ -141,6 +159,7 @@ struct State {
     charge_keys: HashMap<String, KeyedCharge>,
     refund_keys: HashMap<String, KeyedRefund>,
     balances: HashMap<u64, i64>,
+    holds: holds::Holds,
 }
 
 #[derive(Debug)]
@@ -157,8 +176,13 @@ struct KeyedRefund {
 }
 
 impl Ledger {
-    pub fn new(policy: Policy) -> Self {
-        Self { policy, hasher: RandomState::new(), state: Mutex::new(State::default()) }
+    pub fn new(policy: Policy, authorization_ttl: std::time::Duration) -> Self {
+        Self {
+            policy,
+            authorization_ttl: chrono::Duration::from_std(authorization_ttl).unwrap_or(chrono::Duration::MAX),
+            hasher: RandomState::new(),
+            state: Mutex::new(State::default()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -170,15 +194,7 @@ impl Ledger {
     /// Charges once per key: a new key decides and records the charge, a known key with the same
     /// request replays it, a known key with another request is refused.
     pub fn charge(&self, key: &str, order: &ChargeOrder) -> Result<(Arc<Charge>, Freshness), LedgerError> {
-        let fingerprint = self.hasher.hash_one((
-            order.amount,
-            &order.currency,
-            &order.card_number,
-            order.exp_month,
-            order.exp_year,
-            &order.cvc,
-            &order.reference,
-        ));
+        let fingerprint = self.order_fingerprint(order);
         let now = Utc::now();
         let mut state = self.lock();
         if let Some(existing) = state.charge_keys.get(key) {
@@ -188,8 +204,7 @@ impl Ledger {
             return Ok((Arc::clone(&state.charges[existing.index]), Freshness::Replayed));
         }
 
-        let scripted_card = order.card_number == card::APPROVE || card::scripted_decline(&order.card_number).is_some();
-        let account = (!scripted_card).then(|| self.hasher.hash_one(("account", &order.card_number)));
+        let account = self.account_of(order);
         let decline = self.decide(&mut state, order, account, now);
         let charge = Arc::new(Charge {
             id: format!("ch_{}", Uuid::new_v4()),
@@ -203,17 +218,36 @@ impl Ledger {
             idempotency_key: key.to_owned(),
             refunded_amount: 0,
             refunds: Vec::new(),
+            authorization_id: None,
             created_at: now,
             account,
         });
-        let index = state.charges.len();
-        state.by_id.insert(charge.id.clone(), index);
+        let index = state.record_charge(Arc::clone(&charge));
         state.charge_keys.insert(key.to_owned(), KeyedCharge { fingerprint, index });
-        state.charges.push(Arc::clone(&charge));
         Ok((charge, Freshness::New))
     }
 
-    /// The decline rules, in order; debits the account when the charge is approved.
+    /// What tells one charge or authorization request from another under the same key.
+    fn order_fingerprint(&self, order: &ChargeOrder) -> u64 {
+        self.hasher.hash_one((
+            order.amount,
+            &order.currency,
+            &order.card_number,
+            order.exp_month,
+            order.exp_year,
+            &order.cvc,
+            &order.reference,
+        ))
+    }
+
+    /// The card's account (a keyed hash of its number), or `None` for a test card, whose outcome
+    /// is scripted and which has no balance.
+    fn account_of(&self, order: &ChargeOrder) -> Option<u64> {
+        let scripted_card = order.card_number == card::APPROVE || card::scripted_decline(&order.card_number).is_some();
+        (!scripted_card).then(|| self.hasher.hash_one(("account", &order.card_number)))
+    }
+
+    /// The decline rules, in order; debits the account when the charge (or hold) is approved.
     fn decide(
         &self,
         state: &mut State,
@@ -281,9 +315,7 @@ impl Ledger {
         charge.refunded_amount += requested;
         charge.refunds.push(refund.clone());
         let refund_index = charge.refunds.len() - 1;
-        if let Some(account) = account {
-            *state.balances.entry(account).or_insert(self.policy.default_balance) += requested;
-        }
+        state.credit(account, requested, self.policy.default_balance);
         state.refund_keys.insert(key.to_owned(), KeyedRefund { fingerprint, charge: index, refund: refund_index });
         Ok((refund, Freshness::New))
     }
@@ -299,10 +331,18 @@ impl Ledger {
         state.charge_keys.get(key).map(|k| Arc::clone(&state.charges[k.index]))
     }
 
-    /// Every charge, oldest first, with totals.
+    /// Every charge and authorization, oldest first, with totals.
     pub fn report(&self) -> LedgerReport {
-        let charges = self.lock().charges.clone();
-        let mut totals = LedgerTotals { charges: charges.len(), ..LedgerTotals::default() };
+        let (charges, authorizations) = {
+            let mut state = self.lock();
+            self.expire_due(&mut state, Utc::now());
+            (state.charges.clone(), state.holds.all())
+        };
+        let mut totals = LedgerTotals {
+            charges: charges.len(),
+            authorizations: HoldTotals::of(&authorizations),
+            ..LedgerTotals::default()
+        };
         for charge in &charges {
             totals.refunds += charge.refunds.len();
             match charge.status {
@@ -316,6 +356,23 @@ impl Ledger {
                 }
             }
         }
-        LedgerReport { charges, totals }
+        LedgerReport { charges, authorizations, totals }
+    }
+}
+
+impl State {
+    /// Appends a charge; returns its index.
+    fn record_charge(&mut self, charge: Arc<Charge>) -> usize {
+        let index = self.charges.len();
+        self.by_id.insert(charge.id.clone(), index);
+        self.charges.push(charge);
+        index
+    }
+
+    /// Gives `amount` back to `account` (a refund, a released hold).
+    fn credit(&mut self, account: Option<u64>, amount: i64, default_balance: i64) {
+        if let Some(account) = account {
+            *self.balances.entry(account).or_insert(default_balance) += amount;
+        }
     }
 }
