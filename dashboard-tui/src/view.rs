@@ -49,7 +49,9 @@ pub fn status_color(status: PaymentStatus) -> Color {
         PaymentStatus::Succeeded => Color::Green,
         PaymentStatus::Declined => Color::Yellow,
         PaymentStatus::Processing => Color::Cyan,
+        PaymentStatus::RequiresCapture => Color::LightMagenta,
         PaymentStatus::Failed => Color::Red,
+        PaymentStatus::Canceled => Color::Gray,
         PaymentStatus::Refunded | PaymentStatus::PartiallyRefunded => Color::Blue,
     }
 }

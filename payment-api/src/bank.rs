@@ -6,10 +6,11 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use resilience::Verdict;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::model::CreatePayment;
-pub use wire::ChargeStatus;
+pub use wire::{AuthorizationStatus, ChargeStatus};
 
 /// A charge as the bank reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -22,6 +23,38 @@ pub struct BankCharge {
     pub refunded_amount: i64,
     #[serde(default)]
     pub refunds: Vec<BankRefund>,
+}
+
+/// An authorization (a hold) as the bank reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BankAuthorization {
+    pub id: String,
+    pub status: AuthorizationStatus,
+    #[serde(default)]
+    pub decline_code: Option<String>,
+    #[serde(default)]
+    pub captured_amount: i64,
+    /// The charge its capture made.
+    #[serde(default)]
+    pub charge_id: Option<String>,
+}
+
+/// The operations on a hold whose outcome a status inquiry can find by their key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldOperation {
+    Authorize,
+    Capture,
+    Void,
+}
+
+impl HoldOperation {
+    fn inquiry_path(self) -> &'static str {
+        match self {
+            HoldOperation::Authorize => "/v1/authorizations",
+            HoldOperation::Capture => "/v1/captures",
+            HoldOperation::Void => "/v1/voids",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -52,6 +85,14 @@ impl BankReply {
     }
 
     pub fn charge(&self) -> Option<BankCharge> {
+        self.parsed()
+    }
+
+    pub fn authorization(&self) -> Option<BankAuthorization> {
+        self.parsed()
+    }
+
+    fn parsed<T: DeserializeOwned>(&self) -> Option<T> {
         match self {
             BankReply::Answer { body, .. } => serde_json::from_slice(body).ok(),
             _ => None,
@@ -99,10 +140,10 @@ pub fn result_label(reply: &BankReply) -> &'static str {
     }
 }
 
-/// The answer to "did you charge under this key?".
+/// The answer to "did you charge (or hold, capture, void) under this key?".
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inquiry {
-    Found(BankCharge),
+pub enum Inquiry<T = BankCharge> {
+    Found(T),
     NotFound,
     /// The bank could not tell (error, timeout, outage).
     Unknown(String),
@@ -125,7 +166,8 @@ impl BankClient {
         Ok(Self { http, base: base.trim_end_matches('/').to_owned() })
     }
 
-    /// Charges under `bank_key` (the payment id: the same on every attempt).
+    /// Charges under `bank_key` (the same on every attempt), or, for a payment made with
+    /// `capture: false`, authorizes (holds the amount).
     pub async fn charge(&self, bank_key: &str, payment: &CreatePayment, request_id: &str) -> BankReply {
         let body = json!({
             "amount": payment.amount,
@@ -133,13 +175,50 @@ impl BankClient {
             "card": payment.card,
             "reference": bank_key,
         });
+        let path = if payment.capture { "/v1/charges" } else { "/v1/authorizations" };
         let request = self
             .http
-            .post(format!("{}/v1/charges", self.base))
+            .post(format!("{}{path}", self.base))
             .header("Idempotency-Key", bank_key)
             .header("X-Request-Id", request_id)
             .json(&body);
         exchange(request).await
+    }
+
+    /// Captures `amount` of the hold `authorization_id`, under `key`.
+    pub async fn capture(&self, authorization_id: &str, key: &str, amount: i64, request_id: &str) -> BankReply {
+        let request = self
+            .http
+            .post(format!("{}/v1/authorizations/{authorization_id}/capture", self.base))
+            .header("Idempotency-Key", key)
+            .header("X-Request-Id", request_id)
+            .json(&json!({ "amount": amount }));
+        exchange(request).await
+    }
+
+    /// Releases the hold `authorization_id`, under `key`.
+    pub async fn void(&self, authorization_id: &str, key: &str, request_id: &str) -> BankReply {
+        let request = self
+            .http
+            .post(format!("{}/v1/authorizations/{authorization_id}/void", self.base))
+            .header("Idempotency-Key", key)
+            .header("X-Request-Id", request_id);
+        exchange(request).await
+    }
+
+    /// The hold as it stands, bounded by `timeout` (`None`: the bank could not tell).
+    pub async fn get_authorization(
+        &self,
+        authorization_id: &str,
+        request_id: &str,
+        timeout: Duration,
+    ) -> Option<BankAuthorization> {
+        let request = self
+            .http
+            .get(format!("{}/v1/authorizations/{authorization_id}", self.base))
+            .header("X-Request-Id", request_id);
+        let reply = tokio::time::timeout(timeout, exchange(request)).await.ok()?;
+        reply.status().filter(|&status| status == 200).and_then(|_| reply.authorization())
     }
 
     /// Refunds `amount` of `charge_id` under `refund_key`.
@@ -160,15 +239,36 @@ impl BankClient {
 
     /// Status inquiry by the key the gateway charged under, bounded by `timeout`.
     pub async fn inquire(&self, bank_key: &str, request_id: &str, timeout: Duration) -> Inquiry {
+        self.inquire_at("/v1/charges", bank_key, request_id, timeout).await
+    }
+
+    /// Status inquiry of an operation on a hold, by the key it was sent under.
+    pub async fn inquire_hold(
+        &self,
+        operation: HoldOperation,
+        key: &str,
+        request_id: &str,
+        timeout: Duration,
+    ) -> Inquiry<BankAuthorization> {
+        self.inquire_at(operation.inquiry_path(), key, request_id, timeout).await
+    }
+
+    async fn inquire_at<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+        request_id: &str,
+        timeout: Duration,
+    ) -> Inquiry<T> {
         let request = self
             .http
-            .get(format!("{}/v1/charges", self.base))
-            .query(&[("idempotency_key", bank_key)])
+            .get(format!("{}{path}", self.base))
+            .query(&[("idempotency_key", key)])
             .header("X-Request-Id", request_id);
         match tokio::time::timeout(timeout, exchange(request)).await {
             Err(_) => Inquiry::Unknown("status inquiry timed out".into()),
-            Ok(reply) => match (reply.status(), reply.charge()) {
-                (Some(200), Some(charge)) => Inquiry::Found(charge),
+            Ok(reply) => match (reply.status(), reply.parsed()) {
+                (Some(200), Some(found)) => Inquiry::Found(found),
                 (Some(404), _) => Inquiry::NotFound,
                 (Some(status), _) => Inquiry::Unknown(format!("status inquiry answered {status}")),
                 (None, _) => Inquiry::Unknown(format!("status inquiry failed: {reply:?}")),

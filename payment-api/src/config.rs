@@ -57,6 +57,12 @@ pub struct Config {
     #[arg(long, env = "BANK_COMMIT_WINDOW_MS", default_value_t = 60_000)]
     pub commit_window_ms: u64,
 
+    /// How long an authorization (`"capture": false`) may wait for its capture, in seconds: at
+    /// `capture_before` the gateway cancels it (`cancellation_reason: expired`). At most a year.
+    #[arg(long, env = "AUTHORIZATION_TTL_S", default_value_t = 604_800,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub authorization_ttl_s: u64,
+
     /// How often the reconciler looks for processing payments (ms).
     #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 1_000)]
     pub reconcile_interval_ms: u64,
@@ -220,6 +226,10 @@ impl Config {
 
     pub fn commit_window(&self) -> Duration {
         Duration::from_millis(self.commit_window_ms)
+    }
+
+    pub fn authorization_ttl(&self) -> Duration {
+        Duration::from_secs(self.authorization_ttl_s)
     }
 
     pub fn guard(&self) -> GuardConfig {

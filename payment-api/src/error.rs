@@ -13,6 +13,8 @@ use crate::store::StoreError;
 pub enum Operation {
     Payment,
     Refund,
+    Capture,
+    Cancel,
 }
 
 impl Operation {
@@ -20,6 +22,28 @@ impl Operation {
         match self {
             Operation::Payment => "payment",
             Operation::Refund => "refund",
+            Operation::Capture => "capture",
+            Operation::Cancel => "cancel",
+        }
+    }
+
+    /// What is true when the bank surely did nothing.
+    pub fn nothing_done(self) -> &'static str {
+        match self {
+            Operation::Payment => "nothing was charged",
+            Operation::Refund => "nothing was refunded",
+            Operation::Capture => "nothing was captured",
+            Operation::Cancel => "the hold was not released",
+        }
+    }
+
+    /// What a payment must be for the operation, in an `invalid_state` error.
+    fn allowed_from(self) -> &'static str {
+        match self {
+            Operation::Payment => "a new payment",
+            Operation::Refund => "only a succeeded payment can be refunded",
+            Operation::Capture => "only a requires_capture payment can be captured",
+            Operation::Cancel => "only a requires_capture payment can be canceled",
         }
     }
 
@@ -35,6 +59,8 @@ impl Operation {
         match self {
             Operation::Payment => "charged the card",
             Operation::Refund => "refunded",
+            Operation::Capture => "captured the payment",
+            Operation::Cancel => "released the hold",
         }
     }
 }
@@ -51,21 +77,23 @@ pub enum PaymentError {
     KeyInUse { operation: Operation, retry_after: Duration },
     #[error("this Idempotency-Key was already used with a different request")]
     KeyReused,
-    #[error("payment {payment_id} is {status}; only a succeeded payment can be refunded")]
-    NotRefundable { payment_id: String, status: PaymentStatus },
-    #[error("amount: must be between 1 and the {remaining} left to refund")]
-    OverRefund { remaining: i64 },
+    /// The payment's status does not allow the operation.
+    #[error("payment {payment_id} is {status}; {}", .operation.allowed_from())]
+    InvalidState { operation: Operation, payment_id: String, status: PaymentStatus },
+    /// More than can be refunded, or captured.
+    #[error("amount: {}", over_amount(*.operation, *.remaining))]
+    OverAmount { operation: Operation, remaining: i64 },
     /// The bank refused a refund outright: the charge cannot take it (`conflict`), or not this amount.
     #[error("{}", if *.conflict { "the bank refused the refund" } else { "amount: the bank refused the refund amount" })]
     BankRefusedRefund { conflict: bool },
     /// The breaker refused the bank call: nothing was done.
-    #[error("the bank is failing and calls to it are paused; nothing was charged")]
-    CircuitOpen { retry_after: Option<Duration> },
+    #[error("the bank is failing and calls to it are paused; {}", .operation.nothing_done())]
+    CircuitOpen { operation: Operation, retry_after: Option<Duration> },
     /// The bank surely did not act.
-    #[error("the bank did not take the payment; nothing was charged")]
-    BankUnavailable,
-    #[error("too many bank calls in flight; nothing was charged")]
-    Overloaded,
+    #[error("the bank did not take the {}; {}", .operation.noun(), .operation.nothing_done())]
+    BankUnavailable { operation: Operation },
+    #[error("too many bank calls in flight; {}", .operation.nothing_done())]
+    Overloaded { operation: Operation },
     /// The store failed before the bank was asked (or when it surely did nothing).
     #[error("the idempotency store is unreachable; nothing was charged, retry later")]
     StoreUnavailable(#[source] StoreError),
@@ -78,6 +106,13 @@ pub enum PaymentError {
     OutcomeUnknown { operation: Operation },
 }
 
+fn over_amount(operation: Operation, remaining: i64) -> String {
+    match operation {
+        Operation::Capture => format!("must be between 1 and the {remaining} authorized"),
+        _ => format!("must be between 1 and the {remaining} left to refund"),
+    }
+}
+
 fn invalid_detail(errors: &[FieldError]) -> String {
     match errors {
         [one] => format!("{}: {}", one.field, one.message),
@@ -88,17 +123,17 @@ fn invalid_detail(errors: &[FieldError]) -> String {
 impl PaymentError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            PaymentError::Invalid(_) | PaymentError::OverRefund { .. } => ErrorCode::ValidationFailed,
+            PaymentError::Invalid(_) | PaymentError::OverAmount { .. } => ErrorCode::ValidationFailed,
             PaymentError::BankRefusedRefund { conflict: false } => ErrorCode::ValidationFailed,
-            PaymentError::BankRefusedRefund { conflict: true } | PaymentError::NotRefundable { .. } => {
+            PaymentError::BankRefusedRefund { conflict: true } | PaymentError::InvalidState { .. } => {
                 ErrorCode::InvalidState
             }
             PaymentError::NotFound(_) => ErrorCode::NotFound,
             PaymentError::KeyInUse { .. } => ErrorCode::IdempotencyKeyInUse,
             PaymentError::KeyReused => ErrorCode::IdempotencyKeyReused,
             PaymentError::CircuitOpen { .. } => ErrorCode::CircuitOpen,
-            PaymentError::BankUnavailable => ErrorCode::BankUnavailable,
-            PaymentError::Overloaded => ErrorCode::Overloaded,
+            PaymentError::BankUnavailable { .. } => ErrorCode::BankUnavailable,
+            PaymentError::Overloaded { .. } => ErrorCode::Overloaded,
             PaymentError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             PaymentError::OutcomeUnknown { .. } => ErrorCode::OutcomeUnknown,
         }
@@ -108,9 +143,9 @@ impl PaymentError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             PaymentError::KeyInUse { retry_after, .. } => Some(*retry_after),
-            PaymentError::CircuitOpen { retry_after } => Some(retry_after.unwrap_or(Duration::from_secs(1))),
-            PaymentError::BankUnavailable
-            | PaymentError::Overloaded
+            PaymentError::CircuitOpen { retry_after, .. } => Some(retry_after.unwrap_or(Duration::from_secs(1))),
+            PaymentError::BankUnavailable { .. }
+            | PaymentError::Overloaded { .. }
             | PaymentError::StoreUnavailable(_)
             | PaymentError::OutcomeUnknown { .. } => Some(Duration::from_secs(1)),
             _ => None,
@@ -121,8 +156,8 @@ impl PaymentError {
     pub fn field_errors(&self) -> Vec<FieldError> {
         match self {
             PaymentError::Invalid(errors) => errors.clone(),
-            PaymentError::OverRefund { remaining } => {
-                vec![FieldError::new("amount", format!("must be between 1 and the {remaining} left to refund"))]
+            PaymentError::OverAmount { operation, remaining } => {
+                vec![FieldError::new("amount", over_amount(*operation, *remaining))]
             }
             PaymentError::BankRefusedRefund { conflict: false } => {
                 vec![FieldError::new("amount", "the bank refused the refund amount")]

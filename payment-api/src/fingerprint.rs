@@ -37,6 +37,14 @@ pub fn refund_id(merchant: &str, payment_bank_key: &str, idempotency_key: &str) 
     format!("re_{}", Uuid::new_v5(&BANK_KEY_NAMESPACE, name.as_bytes()))
 }
 
+/// The bank key of a capture or a void of a payment's hold: one per payment and operation, so
+/// every capture request, retry and take-over of a payment is one capture at the bank, and a
+/// client's cancel and the gateway's own (at `capture_before`) are one void.
+pub fn hold_operation_key(merchant: &str, payment_bank_key: &str, operation: &str) -> String {
+    let name = format!("{operation}\n{merchant}\n{payment_bank_key}");
+    format!("op_{}", Uuid::new_v5(&BANK_KEY_NAMESPACE, name.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +60,9 @@ mod tests {
         assert_ne!(charge, bank_key("m2", "k", &fp), "scoped per merchant");
         assert_ne!(charge, bank_key("m", "k", &fingerprint(b"key", &("USD", 101))), "another request");
         assert_ne!(refund_id("m", &charge, "r"), refund_id("m", "pk_other", "r"), "per charge");
+        let capture = hold_operation_key("m", &charge, "capture");
+        assert_eq!(capture, hold_operation_key("m", &charge, "capture"));
+        assert_ne!(capture, hold_operation_key("m", &charge, "void"), "per operation");
+        assert_ne!(capture, hold_operation_key("m", "pk_other", "capture"), "per payment");
     }
 }

@@ -100,15 +100,30 @@ impl TestGateway {
     }
 
     pub async fn refund(&self, payment_id: &str, key: &str, body: Option<Value>) -> reqwest::Response {
+        self.operate(payment_id, "refunds", key, body).await
+    }
+
+    /// `POST /v1/payments/{id}/capture` as merchant A.
+    pub async fn capture(&self, payment_id: &str, key: &str, body: Option<Value>) -> reqwest::Response {
+        self.operate(payment_id, "capture", key, body).await
+    }
+
+    /// `POST /v1/payments/{id}/cancel` as merchant A.
+    pub async fn cancel(&self, payment_id: &str, key: &str) -> reqwest::Response {
+        self.operate(payment_id, "cancel", key, None).await
+    }
+
+    /// `POST /v1/payments/{id}/{operation}` as merchant A, with `body` if any.
+    async fn operate(&self, payment_id: &str, operation: &str, key: &str, body: Option<Value>) -> reqwest::Response {
         let mut request = self
             .client
-            .post(self.at(&format!("/v1/payments/{payment_id}/refunds")))
+            .post(self.at(&format!("/v1/payments/{payment_id}/{operation}")))
             .bearer_auth(MERCHANT_A.1)
             .header("Idempotency-Key", key);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        request.send().await.expect("POST refund")
+        request.send().await.unwrap_or_else(|e| panic!("POST {operation}: {e}"))
     }
 
     /// Stops serving and waits until it has.
@@ -128,6 +143,13 @@ impl Drop for TestGateway {
             let _ = stop.send(());
         }
     }
+}
+
+/// An authorization request body (`"capture": false`) for `card` and `amount`, with an order id.
+pub fn authorization_body(amount: i64, card: &str, order_id: &str) -> Value {
+    let mut body = payment_body(amount, card, order_id);
+    body["capture"] = Value::Bool(false);
+    body
 }
 
 /// A payment request body for `card` and `amount`, with an order id.

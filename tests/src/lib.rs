@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-pub use gateway::{ADMIN_KEY, MERCHANT_A, MERCHANT_B, TestGateway, payment_body};
+pub use gateway::{ADMIN_KEY, MERCHANT_A, MERCHANT_B, TestGateway, authorization_body, payment_body};
 pub use mock_bank::Config as BankConfig;
 pub use redis_server::RedisServer;
 

@@ -233,6 +233,8 @@ async fn the_openapi_document_lists_every_route_and_the_docs_are_served() {
         ("/v1/payments", "get"),
         ("/v1/payments/{id}", "get"),
         ("/v1/payments/{id}/refunds", "post"),
+        ("/v1/payments/{id}/capture", "post"),
+        ("/v1/payments/{id}/cancel", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

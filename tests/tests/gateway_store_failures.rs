@@ -318,3 +318,43 @@ async fn a_payment_whose_forgotten_key_was_reused_for_another_request_keeps_its_
         assert!(charges.contains_key(payment["bank_charge_id"].as_str().unwrap()), "{payment}");
     }
 }
+
+/// A capture the bank made while the store died is not lost and never made twice; so is a cancel.
+#[tokio::test]
+async fn a_store_lost_after_the_bank_captured_or_released_is_not_lost_and_never_acts_twice() {
+    let Some(mut redis) = RedisServer::start_persistent("store_lost_after_capture").await else { return };
+    let bank = TestBank::start().await;
+    let gateway = Arc::new(TestGateway::start(patient(&bank, &redis)).await);
+    let mut held = Vec::new();
+    for key in ["hold-capture", "hold-cancel"] {
+        let response = gateway.pay(key, &tests::authorization_body(1_200, APPROVE, key)).await;
+        assert_eq!(response.status(), 201);
+        held.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    bank.patch_chaos(json!({"latency": {"base_ms": 400, "jitter_ms": 0}})).await;
+
+    for (id, capture) in [(&held[0], true), (&held[1], false)] {
+        let send = {
+            let (gateway, id) = (Arc::clone(&gateway), id.clone());
+            async move { if capture { gateway.capture(&id, "verb", None).await } else { gateway.cancel(&id, "verb").await } }
+        };
+        let (status, answer) = kill_redis_during_the_bank_call(&bank, &mut redis, send).await;
+        assert_eq!((status, answer["code"].as_str()), (503, Some("outcome_unknown")), "{answer}");
+        let detail = answer["detail"].as_str().unwrap();
+        assert!(detail.contains(if capture { "captured the payment" } else { "released the hold" }), "{detail}");
+        redis.restart().await;
+        let done = wait_for("the kept outcome to be replayed", Duration::from_secs(30), || async {
+            let response =
+                if capture { gateway.capture(id, "verb", None).await } else { gateway.cancel(id, "verb").await };
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status == 200).then_some(body)
+        })
+        .await;
+        assert_eq!(done["status"], if capture { "succeeded" } else { "canceled" }, "{done}");
+    }
+    let ledger = bank.ledger().await;
+    let totals = &ledger["totals"]["authorizations"];
+    assert_eq!((totals["captured"].as_u64(), totals["voided"].as_u64()), (Some(1), Some(1)), "{totals}");
+    assert_eq!(ledger["totals"]["charges"], 1, "captured once");
+}

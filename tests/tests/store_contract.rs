@@ -36,6 +36,15 @@ fn payment(id: &str, merchant: &str, order: &str) -> Payment {
         bank_key: None,
         reconcile_after: Some(now + Duration::from_secs(3600)),
         last_attempt_at: Some(now),
+        capture: true,
+        authorization_id: None,
+        amount_captured: None,
+        capture_before: None,
+        canceled_at: None,
+        cancellation_reason: None,
+        pending: None,
+        capture_key: None,
+        cancel_key: None,
     }
 }
 

@@ -18,7 +18,7 @@ pub mod chaos;
 pub mod payment;
 pub mod stats;
 
-pub use bank::ChargeStatus;
+pub use bank::{AuthorizationStatus, ChargeStatus};
 pub use breaker::{BreakerEvent, BreakerState, BreakerView};
 pub use chaos::{ChaosConfig, ChaosStats, InjectedCounts, Latency};
 pub use payment::{PaymentEvent, PaymentStatus};

@@ -8,20 +8,28 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
+    /// The bank's outcome (of the charge, the authorization, a capture or a cancel) is not known
+    /// yet; the reconciler settles it.
     Processing,
+    /// Authorized: the amount is held on the card until it is captured or canceled.
+    RequiresCapture,
     Succeeded,
     Declined,
     Failed,
+    /// An authorization released: at the merchant's request, or because it expired.
+    Canceled,
     Refunded,
     PartiallyRefunded,
 }
 
 impl PaymentStatus {
-    pub const ALL: [PaymentStatus; 6] = [
+    pub const ALL: [PaymentStatus; 8] = [
         PaymentStatus::Processing,
+        PaymentStatus::RequiresCapture,
         PaymentStatus::Succeeded,
         PaymentStatus::Declined,
         PaymentStatus::Failed,
+        PaymentStatus::Canceled,
         PaymentStatus::Refunded,
         PaymentStatus::PartiallyRefunded,
     ];
@@ -29,9 +37,11 @@ impl PaymentStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             PaymentStatus::Processing => "processing",
+            PaymentStatus::RequiresCapture => "requires_capture",
             PaymentStatus::Succeeded => "succeeded",
             PaymentStatus::Declined => "declined",
             PaymentStatus::Failed => "failed",
+            PaymentStatus::Canceled => "canceled",
             PaymentStatus::Refunded => "refunded",
             PaymentStatus::PartiallyRefunded => "partially_refunded",
         }
@@ -88,11 +98,13 @@ mod tests {
     fn all_lists_every_status_once_and_each_name_reads_back() {
         let place = |status: PaymentStatus| match status {
             PaymentStatus::Processing => 0,
-            PaymentStatus::Succeeded => 1,
-            PaymentStatus::Declined => 2,
-            PaymentStatus::Failed => 3,
-            PaymentStatus::Refunded => 4,
-            PaymentStatus::PartiallyRefunded => 5,
+            PaymentStatus::RequiresCapture => 1,
+            PaymentStatus::Succeeded => 2,
+            PaymentStatus::Declined => 3,
+            PaymentStatus::Failed => 4,
+            PaymentStatus::Canceled => 5,
+            PaymentStatus::Refunded => 6,
+            PaymentStatus::PartiallyRefunded => 7,
         };
         for (index, status) in PaymentStatus::ALL.into_iter().enumerate() {
             assert_eq!(place(status), index, "{status}");

@@ -48,6 +48,10 @@ pub enum Subject {
     Payment,
     /// One of its refunds.
     Refund(String),
+    /// Its capture, made under this client key.
+    Capture(String),
+    /// Its cancel, made under this client key.
+    Cancel(String),
 }
 
 impl RecordPlan {

@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use super::backlog::{Answering, RecordPlan, Subject, Unwritten};
 use super::{Answer, Gateway};
 use crate::fingerprint::bank_key;
-use crate::model::{Change, Payment, PaymentStatus, RefundStatus, Refusal};
+use crate::model::{Change, HoldEnd, Payment, PaymentStatus, RefundStatus, Refusal};
 use crate::store::{Commit, Committed, RecordChange, RecordState, StoreError, StoredResponse};
 
 /// How a commit went, once its change was applied to the payment as stored.
@@ -56,9 +56,31 @@ pub(super) fn response_for(payment: &Payment) -> StoredResponse {
     let status = match payment.status {
         PaymentStatus::Processing => 202,
         PaymentStatus::Declined | PaymentStatus::Failed => 402,
-        PaymentStatus::Succeeded | PaymentStatus::Refunded | PaymentStatus::PartiallyRefunded => 201,
+        PaymentStatus::Succeeded
+        | PaymentStatus::RequiresCapture
+        | PaymentStatus::Canceled
+        | PaymentStatus::Refunded
+        | PaymentStatus::PartiallyRefunded => 201,
     };
     StoredResponse { status, body: payment.public_json() }
+}
+
+/// The answer a capture or cancel made under `key` gets: 200 once it is done, 202 while its
+/// outcome is unknown; `None` when it was not done.
+fn hold_operation_response(payment: &Payment, key: &str, end: HoldEnd) -> Option<StoredResponse> {
+    let done = match end {
+        HoldEnd::Capture => &payment.capture_key,
+        HoldEnd::Cancel => &payment.cancel_key,
+    };
+    let pending = payment.pending.as_ref().is_some_and(|p| p.is(end, Some(key)));
+    let status = if done.as_deref() == Some(key) {
+        200
+    } else if pending {
+        202
+    } else {
+        return None;
+    };
+    Some(StoredResponse { status, body: payment.public_json() })
 }
 
 /// The answer a refund gets: 201 once the bank refunded, 202 while its outcome is unknown.
@@ -117,7 +139,7 @@ impl Gateway {
     ) -> Result<Applied, CommitError> {
         let holder = match answering.subject {
             Subject::Payment => self.store.record(&answering.key).await?,
-            Subject::Refund(_) => None,
+            Subject::Refund(_) | Subject::Capture(_) | Subject::Cancel(_) => None,
         };
         let ghost_of = holder.filter(|record| {
             let holder_key = bank_key(&payment.merchant_id, &payment.idempotency_key, &record.fingerprint);
@@ -194,6 +216,8 @@ fn subject_answer(subject: &Subject, payment: &Payment, releasing: bool) -> Opti
         Subject::Payment if releasing && payment.status == PaymentStatus::Failed => None,
         Subject::Payment => Some(response_for(payment)),
         Subject::Refund(id) => refund_response(payment, id),
+        Subject::Capture(key) => hold_operation_response(payment, key, HoldEnd::Capture),
+        Subject::Cancel(key) => hold_operation_response(payment, key, HoldEnd::Cancel),
     }
 }
 
@@ -217,7 +241,7 @@ fn record_change<'a>(
     let RecordPlan::Answer(answering) = plan else { return RecordChange::Keep };
     let key = &answering.key;
     let resource_id = match &answering.subject {
-        Subject::Payment => payment_id,
+        Subject::Payment | Subject::Capture(_) | Subject::Cancel(_) => payment_id,
         Subject::Refund(id) => id.as_str(),
     };
     match outcome {

@@ -19,7 +19,9 @@ use super::commit::{Applied, CommitError, RecordOutcome};
 use super::finish::Outcome;
 use super::settle::{Inquired, NotDone, Rejection, Settlement};
 use super::{Answer, Gateway};
-use crate::bank::Inquiry;
+use crate::bank::{
+    AuthorizationStatus, BankAuthorization, BankCharge, BankReply, ChargeStatus, HoldOperation, Inquiry,
+};
 use crate::error::{Operation, PaymentError};
 use crate::fingerprint::bank_key;
 use crate::model::{CardSummary, Change, ChargeOutcome, CreatePayment, Payment, PaymentStatus};
@@ -36,24 +38,63 @@ struct Attempt<'a> {
 }
 
 /// What the bank said about a charge, as the payment keeps it.
-pub(super) fn outcome_of(charge: &crate::bank::BankCharge) -> ChargeOutcome {
+fn outcome_of(charge: &BankCharge) -> ChargeOutcome {
     ChargeOutcome {
-        charge_id: charge.id.clone(),
-        approved: charge.status == crate::bank::ChargeStatus::Approved,
+        id: charge.id.clone(),
+        approved: charge.status == ChargeStatus::Approved,
         decline_code: charge.decline_code.clone(),
     }
 }
 
-/// The error a bank call that did nothing comes to.
-pub(super) fn not_done(why: &NotDone) -> PaymentError {
+/// What the bank said about the authorization of a payment made with `capture: false`: approved
+/// once held, whatever became of the hold since (its capture, cancel or expiry are settled on
+/// their own).
+fn authorization_outcome(authorization: &BankAuthorization) -> ChargeOutcome {
+    ChargeOutcome {
+        id: authorization.id.clone(),
+        approved: authorization.status != AuthorizationStatus::Declined,
+        decline_code: authorization.decline_code.clone(),
+    }
+}
+
+/// Reads the bank's answer to a charge (or an authorization, for `capture: false`).
+fn read_charge_reply(capture: bool, reply: &BankReply) -> Result<ChargeOutcome, Rejection> {
+    let outcome = match (reply.status(), capture) {
+        (Some(200 | 201 | 402), true) => reply.charge().map(|charge| outcome_of(&charge)),
+        (Some(200 | 201 | 402), false) => reply.authorization().map(|held| authorization_outcome(&held)),
+        _ => None,
+    };
+    outcome.ok_or_else(|| Rejection { status: reply.status(), code: reply.problem_code() })
+}
+
+/// The error a bank call for `operation` that did nothing comes to.
+pub(super) fn not_done(operation: Operation, why: &NotDone) -> PaymentError {
     match why {
-        NotDone::CircuitOpen(rejected) => PaymentError::CircuitOpen { retry_after: rejected.retry_after },
-        NotDone::Overloaded => PaymentError::Overloaded,
-        NotDone::BankUnavailable => PaymentError::BankUnavailable,
+        NotDone::CircuitOpen(rejected) => PaymentError::CircuitOpen { operation, retry_after: rejected.retry_after },
+        NotDone::Overloaded => PaymentError::Overloaded { operation },
+        NotDone::BankUnavailable => PaymentError::BankUnavailable { operation },
     }
 }
 
 impl Gateway {
+    /// Status inquiry of a payment's charge (or authorization) by its bank key.
+    pub(super) async fn inquire_payment(&self, payment: &Payment, request_id: &str) -> Inquiry<ChargeOutcome> {
+        let timeout = self.settings.inquiry_timeout;
+        if payment.capture {
+            match self.bank.inquire(payment.bank_key(), request_id, timeout).await {
+                Inquiry::Found(charge) => Inquiry::Found(outcome_of(&charge)),
+                Inquiry::NotFound => Inquiry::NotFound,
+                Inquiry::Unknown(why) => Inquiry::Unknown(why),
+            }
+        } else {
+            match self.bank.inquire_hold(HoldOperation::Authorize, payment.bank_key(), request_id, timeout).await {
+                Inquiry::Found(held) => Inquiry::Found(authorization_outcome(&held)),
+                Inquiry::NotFound => Inquiry::NotFound,
+                Inquiry::Unknown(why) => Inquiry::Unknown(why),
+            }
+        }
+    }
+
     pub(super) async fn answer_payment(
         &self,
         merchant: &str,
@@ -96,6 +137,15 @@ impl Gateway {
             // If this request dies, the reconciler takes over once its lease has run out.
             reconcile_after: Some(now + self.lease()),
             last_attempt_at: Some(now),
+            capture: request.capture,
+            authorization_id: None,
+            amount_captured: None,
+            capture_before: (!request.capture).then(|| now + self.settings.authorization_ttl),
+            canceled_at: None,
+            cancellation_reason: None,
+            pending: None,
+            capture_key: None,
+            cancel_key: None,
         };
         let owner = self.owner(request_id);
         let claim = ClaimRequest {
@@ -157,7 +207,8 @@ impl Gateway {
         rejected: Rejected,
     ) -> Result<Answer, PaymentError> {
         let record = self.timed("record", self.store.record(key)).await?;
-        let circuit_open = || PaymentError::CircuitOpen { retry_after: rejected.retry_after };
+        let circuit_open =
+            || PaymentError::CircuitOpen { operation: Operation::Payment, retry_after: rejected.retry_after };
         // Nothing else is needed to refuse a key nobody has used: the fingerprint, the payment and
         // the claim are for keys with a record.
         let Some(record) = record else { return Err(circuit_open()) };
@@ -185,13 +236,10 @@ impl Gateway {
         let bank_key = payment.bank_key().to_owned();
         let report = self.call_bank(Some(admission), || self.bank.charge(&bank_key, request, attempt.request_id)).await;
         let attempts = report.attempts;
-        let read = |reply: &crate::bank::BankReply| match (reply.status(), reply.charge()) {
-            (Some(200 | 201 | 402), Some(charge)) => Ok(outcome_of(&charge)),
-            (status, _) => Err(Rejection { status, code: reply.problem_code() }),
-        };
+        let read = |reply: &BankReply| read_charge_reply(payment.capture, reply);
         let inquire = || async {
-            match self.bank.inquire(&bank_key, attempt.request_id, self.settings.inquiry_timeout).await {
-                Inquiry::Found(charge) => Inquired::Found(outcome_of(&charge)),
+            match self.inquire_payment(&payment, attempt.request_id).await {
+                Inquiry::Found(outcome) => Inquired::Found(outcome),
                 Inquiry::NotFound => Inquired::NotFound,
                 Inquiry::Unknown(_) => Inquired::Unknown,
             }
@@ -218,7 +266,7 @@ impl Gateway {
                 }
             }
             Settlement::NotDone(why) => {
-                let error = not_done(&why);
+                let error = not_done(Operation::Payment, &why);
                 Outcome {
                     change: Change::Fail { reason: error.to_string(), attempts },
                     plan: RecordPlan::answer_or_release(

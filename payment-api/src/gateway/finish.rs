@@ -66,7 +66,7 @@ impl Gateway {
                 self.emit(&applied.payment, started.map(|s| s.elapsed()));
                 match applied.record {
                     RecordOutcome::Answered(response) => Ok(Answer::fresh(response)),
-                    RecordOutcome::Released => Err(refused.unwrap_or(PaymentError::BankUnavailable)),
+                    RecordOutcome::Released => Err(refused.unwrap_or(PaymentError::BankUnavailable { operation })),
                     // A request that took the key over holds it now; it answers for the operation.
                     RecordOutcome::Refused | RecordOutcome::Kept => Err(self.key_in_use(operation)),
                     RecordOutcome::Superseded(Some(answer)) => Ok(answer),
@@ -81,7 +81,7 @@ impl Gateway {
                     Err(PaymentError::StoreUnavailable(error))
                 }
             }
-            Err(CommitError::Refused(_)) => Err(PaymentError::BankUnavailable),
+            Err(CommitError::Refused(_)) => Err(PaymentError::BankUnavailable { operation }),
         }
     }
 

@@ -2,15 +2,17 @@
 //!
 //! - [`create`]: `POST /v1/payments`: claim the key, charge through the guard, settle.
 //! - [`refund`]: `POST /v1/payments/{id}/refunds`: claim, hold the amount, refund, settle.
+//! - [`hold`]: `POST /v1/payments/{id}/capture` and `/cancel`, the two ends of an authorization:
+//!   claim, begin (so they never both happen), send, settle.
 //! - [`settle`]: the settlement table every bank call's outcome goes through (a pure function);
 //!   [`finish`]: the end every operation shares (settle, commit, answer truthfully).
 //! - [`commit`]: every change to a payment, applied against its stored version together with its
 //!   key's record; [`backlog`]: the outcomes the store could not take, written when it is back.
 //! - [`reconcile`]: the background pass that settles what was left unknown.
 //!
-//! A new operation (a capture, a cancel) is a module beside `create` and `refund`: it claims its
-//! key, calls the bank through [`Gateway::call_bank`], asks [`settle::settle`] what the outcome
-//! comes to, and commits a [`crate::model::Change`] with a [`RecordPlan`].
+//! A new operation is a module beside these: it claims its key, calls the bank through
+//! [`Gateway::call_bank`], asks [`settle::settle`] what the outcome comes to, and commits a
+//! [`crate::model::Change`] with a [`RecordPlan`].
 //!
 //! [`Gateway`] keeps its parts private; the HTTP handlers and the background tasks call its
 //! methods.
@@ -19,6 +21,7 @@ pub mod backlog;
 mod commit;
 mod create;
 mod finish;
+mod hold;
 mod reconcile;
 mod refund;
 pub mod settle;
@@ -73,6 +76,8 @@ struct Settings {
     /// The bank call's overall deadline: attempts may be sent until then.
     bank_deadline: Duration,
     reconcile_interval: Duration,
+    /// How long an authorization waits for its capture.
+    authorization_ttl: chrono::Duration,
     currencies: Vec<String>,
 }
 
@@ -116,6 +121,7 @@ impl Gateway {
                 inquiry_timeout: Duration::from_millis(config.attempt_timeout_ms),
                 bank_deadline: Duration::from_millis(config.deadline_ms),
                 reconcile_interval: Duration::from_millis(config.reconcile_interval_ms),
+                authorization_ttl: chrono::Duration::from_std(config.authorization_ttl())?,
                 currencies: config.currencies.clone(),
             },
             metrics,
@@ -312,7 +318,7 @@ impl Gateway {
             &wire::PaymentEvent {
                 payment_id: payment.id.clone(),
                 merchant_id: payment.merchant_id.clone(),
-                status: payment.status,
+                status: payment.shown_status(),
                 amount: payment.amount,
                 currency: payment.currency.clone(),
                 attempts: payment.attempts,

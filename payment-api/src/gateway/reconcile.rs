@@ -1,5 +1,7 @@
 //! The reconciler's pass: settles every payment whose outcome was left unknown (answered 202, or
-//! a request that died), by status inquiry, and every pending refund, by reading its charge.
+//! a request that died), by status inquiry, every pending refund, by reading its charge, every
+//! pending capture or cancel, and cancels the authorizations that reached `capture_before`
+//! (those two in [`super::hold`]).
 //! Several instances may run it against one store: an inquiry only reads, and every write it
 //! leads to goes through the version check like any other change.
 
@@ -11,7 +13,6 @@ use tracing::{info, warn};
 use super::Gateway;
 use super::backlog::{RecordPlan, Subject};
 use super::commit::{Applied, CommitError, RecordOutcome};
-use super::create::outcome_of;
 use crate::bank::Inquiry;
 use crate::error::Operation;
 use crate::model::{Change, Payment, PaymentStatus, RefundStatus};
@@ -23,10 +24,11 @@ impl Gateway {
         self.metrics.reconciler_backlog.store(due.len() as u64, Ordering::Relaxed);
         let mut settled = 0;
         for payment in due {
-            let done = if payment.status == PaymentStatus::Processing {
-                self.reconcile(payment).await?
-            } else {
-                self.reconcile_refunds(payment).await?
+            let done = match (payment.status, &payment.pending) {
+                (PaymentStatus::Processing, _) => self.reconcile(payment).await?,
+                (PaymentStatus::RequiresCapture, Some(_)) => self.reconcile_hold(payment).await?,
+                (PaymentStatus::RequiresCapture, None) => self.expire(payment).await?,
+                _ => self.reconcile_refunds(payment).await?,
             };
             if done {
                 settled += 1;
@@ -36,7 +38,7 @@ impl Gateway {
     }
 
     /// Whether the bank can no longer commit an operation last sent at `last_sent`.
-    fn commit_window_passed(&self, last_sent: chrono::DateTime<Utc>) -> bool {
+    pub(super) fn commit_window_passed(&self, last_sent: chrono::DateTime<Utc>) -> bool {
         let quiet = (Utc::now() - last_sent).to_std().unwrap_or_default();
         quiet > self.settings.bank_deadline + self.settings.commit_window
     }
@@ -73,9 +75,9 @@ impl Gateway {
     async fn reconcile(&self, payment: Payment) -> Result<bool, StoreError> {
         let key = Operation::Payment.scoped_key(&payment.merchant_id, &payment.idempotency_key);
         let last_sent = payment.last_attempt_at.unwrap_or(payment.created_at);
-        match self.bank.inquire(payment.bank_key(), "reconciler", self.settings.inquiry_timeout).await {
-            Inquiry::Found(charge) => {
-                let change = Change::Settle { outcome: outcome_of(&charge), attempts: 0, revive: false };
+        match self.inquire_payment(&payment, "reconciler").await {
+            Inquiry::Found(outcome) => {
+                let change = Change::Settle { outcome, attempts: 0, revive: false };
                 let plan = RecordPlan::answer(&key, Subject::Payment, None);
                 let applied = self.reconciler_commit(payment.clone(), change, plan).await?;
                 match applied.payment.status {
@@ -89,7 +91,9 @@ impl Gateway {
                         return Ok(false);
                     }
                     PaymentStatus::Succeeded
+                    | PaymentStatus::RequiresCapture
                     | PaymentStatus::Declined
+                    | PaymentStatus::Canceled
                     | PaymentStatus::Refunded
                     | PaymentStatus::PartiallyRefunded => {}
                 }

@@ -87,10 +87,14 @@ impl Gateway {
             Ok(applied) => applied.payment,
             Err(CommitError::Refused(refusal)) => {
                 let error = match refusal {
-                    Refusal::InvalidState(status) => {
-                        PaymentError::NotRefundable { payment_id: payment_id.to_owned(), status }
+                    Refusal::InvalidState(status) => PaymentError::InvalidState {
+                        operation: Operation::Refund,
+                        payment_id: payment_id.to_owned(),
+                        status,
+                    },
+                    Refusal::OverAmount { remaining } => {
+                        PaymentError::OverAmount { operation: Operation::Refund, remaining }
                     }
-                    Refusal::OverAmount { remaining } => PaymentError::OverRefund { remaining },
                 };
                 // Nothing was held: free the key, so a corrected request may use it.
                 return match self.commit_change(payment, &Change::RefundFailed { id: refund_id }, &release).await {
@@ -101,7 +105,7 @@ impl Gateway {
             Err(CommitError::Store(error)) => return Err(store_failed(error)),
         };
         let Some(refund) = payment.refund(&refund_id).cloned() else {
-            return Err(PaymentError::BankUnavailable);
+            return Err(PaymentError::BankUnavailable { operation: Operation::Refund });
         };
         if refund.status == RefundStatus::Succeeded {
             // A request that died after the bank refunded: answer what it would have.
@@ -145,7 +149,7 @@ impl Gateway {
                 not_refunded(PaymentError::BankRefusedRefund { conflict: rejection.status == Some(409) })
             }
             // Whatever stopped it (the breaker, the bulkhead, the bank), the refund was not made.
-            Settlement::NotDone(_) => not_refunded(PaymentError::BankUnavailable),
+            Settlement::NotDone(why) => not_refunded(super::create::not_done(Operation::Refund, &why)),
             Settlement::Inquire | Settlement::AwaitReconcile => Outcome {
                 change: Change::RefundPending { id: refund_id.clone(), at: Utc::now() },
                 plan: answer,

@@ -30,7 +30,7 @@ use crate::auth::{authorization, bearer, secret_matches};
 
 use self::admin::{get_breaker, put_breaker, stream};
 use self::operations::{healthz, metrics, readyz};
-use self::payments::{create_payment, create_refund, get_payment, list_payments};
+use self::payments::{cancel_payment, capture_payment, create_payment, create_refund, get_payment, list_payments};
 
 /// Every route of the gateway, with its middleware, and the API documentation.
 pub fn router(app: Arc<App>) -> Router {
@@ -38,6 +38,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/payments", post(create_payment).get(list_payments))
         .route("/v1/payments/{id}", get(get_payment))
         .route("/v1/payments/{id}/refunds", post(create_refund))
+        .route("/v1/payments/{id}/capture", post(capture_payment))
+        .route("/v1/payments/{id}/cancel", post(cancel_payment))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), authenticate));
     let admin_routes = Router::new()
         .route("/admin/breaker", get(get_breaker).put(put_breaker))

@@ -16,6 +16,8 @@ use utoipa::{Modify, OpenApi};
         super::payments::list_payments,
         super::payments::get_payment,
         super::payments::create_refund,
+        super::payments::capture_payment,
+        super::payments::cancel_payment,
         super::operations::healthz,
         super::operations::readyz,
         super::operations::metrics,
@@ -26,7 +28,7 @@ use utoipa::{Modify, OpenApi};
     components(schemas(http_conventions::FieldError)),
     modifiers(&Security),
     tags(
-        (name = "payments", description = "Payments and refunds (Bearer API key)"),
+        (name = "payments", description = "Payments, their capture or cancel, and refunds (Bearer API key)"),
         (name = "admin", description = "Operator routes (Bearer admin key)"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
@@ -65,9 +67,11 @@ fn link_payments_to_their_operations(document: &mut utoipa::openapi::OpenApi) {
     };
     let link =
         |operation: &str| LinkBuilder::new().operation_id(operation).parameter("id", "$response.body#/id").build();
-    for (status, operations) in
-        [("201", &["get_payment", "create_refund"][..]), ("202", &["get_payment"]), ("402", &["get_payment"])]
-    {
+    for (status, operations) in [
+        ("201", &["get_payment", "create_refund", "capture_payment", "cancel_payment"][..]),
+        ("202", &["get_payment"]),
+        ("402", &["get_payment"]),
+    ] {
         if let Some(RefOr::T(response)) = create.responses.responses.get_mut(status) {
             for operation in operations {
                 response.links.insert(operation.to_string(), RefOr::T(link(operation)));

@@ -187,3 +187,91 @@ pub async fn create_refund(
     tracing::Span::current().record("payment_id", id.as_str());
     app.gateway.refund(&merchant, &id, &key, request.amount, &request_id_of(&request_id)).await
 }
+
+/// `POST /v1/payments/{id}/capture` body.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapturePayment {
+    /// Minor units, at most `amount_capturable`; omitted: all of it. The rest of the hold is
+    /// released.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 9_007_199_254_740_991_i64)]
+    amount: Option<i64>,
+}
+
+/// Capture an authorization (`"capture": false`), once: all of it or part, the rest released.
+#[utoipa::path(
+    post, path = "/v1/payments/{id}/capture", tag = "payments",
+    request_body(content = Option<CapturePayment>, description = "Optional; no amount captures all"),
+    params(
+        ("id" = String, Path, description = "pay_<uuid>"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = r"^[!#-~][!-~]{0,254}$", description = "1 to 255 visible ASCII characters (a quoted structured-field string names the same key); the same key never acts twice"),
+    ),
+    responses(
+        (status = 200, description = "Captured: `succeeded`, with `amount_captured` (or a replay, with `Idempotent-Replayed: true`)", body = PublicPayment),
+        (status = 202, description = "Processing: the bank's answer is unknown; the reconciler settles it, and the same key then replays the outcome", body = PublicPayment),
+        (status = 400, description = "Malformed request, a missing or invalid key, or two Authorization headers", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such payment", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Not `requires_capture` (captured, canceled, expired, declined, or a capture or cancel in progress): `invalid_state`; or the key is in use (`Retry-After`)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is declared as something other than JSON", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "An amount above `amount_capturable` or below 1, invalid fields, or the key was used with another body", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (`Retry-After`)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Not captured (`bank_unavailable`, `circuit_open`, `store_unavailable`), or the outcome not recorded yet (`outcome_unknown`: retry the same key); `Retry-After`", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn capture_payment(
+    State(app): State<Arc<App>>,
+    axum::Extension(Merchant(merchant)): axum::Extension<Merchant>,
+    request_id: Option<axum::Extension<RequestId>>,
+    Path(id): Path<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    OptionalJsonBody(request): OptionalJsonBody<CapturePayment>,
+) -> Result<Answer, PaymentError> {
+    tracing::Span::current().record("payment_id", id.as_str());
+    app.gateway.capture(&merchant, &id, &key, request.amount, &request_id_of(&request_id)).await
+}
+
+/// `POST /v1/payments/{id}/cancel` body: no fields.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelPayment {}
+
+/// Cancel an authorization, once: the hold is released (`canceled`, `cancellation_reason: requested`).
+#[utoipa::path(
+    post, path = "/v1/payments/{id}/cancel", tag = "payments",
+    request_body(content = Option<CancelPayment>, description = "Optional and empty"),
+    params(
+        ("id" = String, Path, description = "pay_<uuid>"),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = r"^[!#-~][!-~]{0,254}$", description = "1 to 255 visible ASCII characters (a quoted structured-field string names the same key); the same key never acts twice"),
+    ),
+    responses(
+        (status = 200, description = "Canceled (or a replay, with `Idempotent-Replayed: true`)", body = PublicPayment),
+        (status = 202, description = "Processing: the bank's answer is unknown; the reconciler settles it, and the same key then replays the outcome", body = PublicPayment),
+        (status = 400, description = "Malformed request, a missing or invalid key, or two Authorization headers", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such payment", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "Not `requires_capture` (captured, canceled, declined, or a capture or cancel in progress): `invalid_state`; or the key is in use (`Retry-After`)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the size limit", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 415, description = "The body is declared as something other than JSON", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "A field was sent, or the key was used with another request", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited (`Retry-After`)", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, description = "Not canceled (`bank_unavailable`, `circuit_open`, `store_unavailable`), or the outcome not recorded yet (`outcome_unknown`: retry the same key); `Retry-After`", body = http_conventions::problem::ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn cancel_payment(
+    State(app): State<Arc<App>>,
+    axum::Extension(Merchant(merchant)): axum::Extension<Merchant>,
+    request_id: Option<axum::Extension<RequestId>>,
+    Path(id): Path<String>,
+    IdempotencyKey(key): IdempotencyKey,
+    OptionalJsonBody(CancelPayment {}): OptionalJsonBody<CancelPayment>,
+) -> Result<Answer, PaymentError> {
+    tracing::Span::current().record("payment_id", id.as_str());
+    app.gateway.cancel(&merchant, &id, &key, &request_id_of(&request_id)).await
+}

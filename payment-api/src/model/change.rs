@@ -4,12 +4,16 @@
 
 use chrono::{DateTime, Utc};
 
-use super::payment::{Payment, PaymentStatus, Refund, RefundStatus};
+use super::payment::{
+    CancellationReason, HoldEnd, Payment, PaymentStatus, PendingKind, PendingOperation, Refund, RefundStatus,
+};
 
-/// What the bank said about a charge, as far as a payment needs it.
+/// What the bank said about a charge, or about the authorization of a payment made with
+/// `capture: false`, as far as a payment needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeOutcome {
-    pub charge_id: String,
+    /// The charge's id, or the authorization's.
+    pub id: String,
     pub approved: bool,
     pub decline_code: Option<String>,
 }
@@ -49,15 +53,43 @@ pub enum Change {
     RefundFailed { id: String },
     /// The bank's answer about a refund is unknown: the reconciler looks at `at`.
     RefundPending { id: String, at: DateTime<Utc> },
+    /// Starts the capture of `amount` (`None`: all) of an authorization, or, for the same capture
+    /// (the same key) already pending, records that it is sent again. `lease` is how long before
+    /// the reconciler may look at it if the request dies.
+    BeginCapture { amount: Option<i64>, idempotency_key: String, at: DateTime<Utc>, lease: chrono::Duration },
+    /// Starts the release of an authorization (a client's cancel, under its key, or the gateway's
+    /// own at `capture_before`), or records that a pending cancel is sent again: every cancel of a
+    /// payment is one release at the bank, so a second one joins the first.
+    BeginCancel {
+        reason: CancellationReason,
+        idempotency_key: Option<String>,
+        at: DateTime<Utc>,
+        lease: chrono::Duration,
+    },
+    /// The bank captured `amount`, as the charge `charge_id`.
+    Captured { amount: i64, charge_id: String },
+    /// The bank released the hold (voided, or expired).
+    Canceled { reason: CancellationReason, at: DateTime<Utc> },
+    /// The bank surely did not do the pending `end` begun under `idempotency_key`: the
+    /// authorization stands as it was. The reconciler looks at it again at `capture_before`, or
+    /// not before `retry_at` (an expiry whose release failed).
+    OperationNotDone { end: HoldEnd, idempotency_key: Option<String>, retry_at: Option<DateTime<Utc>> },
+    /// Changes nothing but the version: the record change that goes with it is written (the
+    /// answer of an operation already done, for a retry of a request that died).
+    Nothing,
+    /// The outcome of the pending operation is unknown: the reconciler looks at `at`.
+    OperationPending { at: DateTime<Utc> },
 }
 
 /// Why a change cannot be made to the payment as it stands: the operation it belongs to is
 /// refused (as opposed to a change that no longer applies, which changes nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// The payment's status does not allow the operation (a refund of a declined payment).
+    /// The payment's status (as clients see it) does not allow the operation: a refund of a
+    /// declined payment, a capture of a canceled one, a cancel while a capture is pending.
     InvalidState(PaymentStatus),
-    /// More than is left (of what can be refunded, once succeeded and pending refunds count).
+    /// More than is left: of what can be refunded (once succeeded and pending refunds count), or
+    /// of what is authorized.
     OverAmount { remaining: i64 },
 }
 
@@ -78,12 +110,21 @@ impl Payment {
                 next.attempts += attempts;
                 // A later answer never overturns an earlier one: the bank has one charge per key.
                 if self.status == PaymentStatus::Processing || (*revive && self.status == PaymentStatus::Failed) {
-                    next.bank_charge_id = Some(outcome.charge_id.clone());
-                    next.status = if outcome.approved { PaymentStatus::Succeeded } else { PaymentStatus::Declined };
                     next.decline_code = outcome.decline_code.clone();
                     next.failure_reason = None;
+                    next.status = match (outcome.approved, self.capture) {
+                        (false, _) => PaymentStatus::Declined,
+                        (true, true) => PaymentStatus::Succeeded,
+                        (true, false) => PaymentStatus::RequiresCapture,
+                    };
+                    if self.capture {
+                        next.bank_charge_id = Some(outcome.id.clone());
+                        next.amount_captured = outcome.approved.then_some(self.amount);
+                    } else {
+                        next.authorization_id = Some(outcome.id.clone());
+                    }
                 }
-                next.reconcile_after = next.due_for_refunds();
+                next.reconcile_after = next.next_due();
             }
             Change::Fail { reason, attempts } => {
                 next.attempts += attempts;
@@ -134,6 +175,80 @@ impl Payment {
                     }
                 }
             }
+            Change::BeginCapture { amount, idempotency_key, at, lease } => {
+                if self.pending.as_ref().is_some_and(|p| p.is(HoldEnd::Capture, Some(idempotency_key))) {
+                    next.resend_pending(*at, *lease);
+                    return Ok(next.bumped(self, now));
+                }
+                // Captured by this very key (its request died after the bank captured): its
+                // retry is answered with the capture.
+                if self.capture_key.as_ref() == Some(idempotency_key) {
+                    return Ok(next.bumped(self, now));
+                }
+                if self.status != PaymentStatus::RequiresCapture || self.pending.is_some() {
+                    return Err(Refusal::InvalidState(self.shown_status()));
+                }
+                let amount = amount.unwrap_or(self.amount);
+                if amount <= 0 || amount > self.amount {
+                    return Err(Refusal::OverAmount { remaining: self.amount });
+                }
+                next.begin(PendingKind::Capture { amount }, Some(idempotency_key.clone()), *at, *lease);
+            }
+            Change::BeginCancel { reason, idempotency_key, at, lease } => {
+                if self.pending.as_ref().is_some_and(|p| p.is(HoldEnd::Cancel, idempotency_key.as_deref())) {
+                    next.resend_pending(*at, *lease);
+                    return Ok(next.bumped(self, now));
+                }
+                if idempotency_key.is_some() && self.cancel_key == *idempotency_key {
+                    return Ok(next.bumped(self, now));
+                }
+                if self.status != PaymentStatus::RequiresCapture || self.pending.is_some() {
+                    return Err(Refusal::InvalidState(self.shown_status()));
+                }
+                next.begin(PendingKind::Cancel { reason: *reason }, idempotency_key.clone(), *at, *lease);
+            }
+            Change::Captured { amount, charge_id } => {
+                if self.status == PaymentStatus::RequiresCapture {
+                    next.status = PaymentStatus::Succeeded;
+                    next.amount_captured = Some(*amount);
+                    next.bank_charge_id = Some(charge_id.clone());
+                    next.capture_key = self.pending.as_ref().and_then(|p| p.idempotency_key.clone());
+                    next.pending = None;
+                    next.reconcile_after = None;
+                }
+            }
+            Change::Canceled { reason, at } => {
+                if self.status == PaymentStatus::RequiresCapture {
+                    next.status = PaymentStatus::Canceled;
+                    next.canceled_at = Some(*at);
+                    // The reason of the cancel that was sent, when one was (a client's cancel that
+                    // found the hold expired at the bank still says what happened: `expired`).
+                    next.cancellation_reason = Some(*reason);
+                    next.cancel_key = self
+                        .pending
+                        .as_ref()
+                        .filter(|p| matches!(p.kind, PendingKind::Cancel { .. }))
+                        .and_then(|p| p.idempotency_key.clone());
+                    next.amount_captured = Some(0);
+                    next.pending = None;
+                    next.reconcile_after = None;
+                }
+            }
+            Change::OperationNotDone { end, idempotency_key, retry_at } => {
+                if self.pending.as_ref().is_some_and(|p| p.is(*end, idempotency_key.as_deref())) {
+                    next.pending = None;
+                    next.reconcile_after = match (next.next_due(), retry_at) {
+                        (Some(due), Some(retry)) => Some(due.max(*retry)),
+                        (due, _) => due,
+                    };
+                }
+            }
+            Change::Nothing => {}
+            Change::OperationPending { at } => {
+                if self.pending.is_some() {
+                    next.reconcile_after = Some(*at);
+                }
+            }
             Change::RefundSucceeded { id } => next.set_refund_status(id, RefundStatus::Succeeded),
             Change::RefundFailed { id } => next.set_refund_status(id, RefundStatus::Failed),
             Change::RefundPending { id, at } => {
@@ -142,12 +257,38 @@ impl Payment {
                 }
             }
         }
-        if next != *self {
-            next.updated_at = now;
+        Ok(next.bumped(self, now))
+    }
+
+    /// This payment as the next version of `before`: written even when nothing changed, so that
+    /// the record change that goes with it is too; `updated_at` moves only when something did.
+    fn bumped(mut self, before: &Payment, now: DateTime<Utc>) -> Payment {
+        if self != *before {
+            self.updated_at = now;
         }
-        // Written even when nothing changed, so the record change that goes with it is too.
-        next.version = self.version + 1;
-        Ok(next)
+        self.version = before.version + 1;
+        self
+    }
+
+    /// Starts a capture or a cancel.
+    fn begin(
+        &mut self,
+        kind: PendingKind,
+        idempotency_key: Option<String>,
+        at: DateTime<Utc>,
+        lease: chrono::Duration,
+    ) {
+        self.pending = Some(PendingOperation { kind, idempotency_key, last_attempt_at: at });
+        self.reconcile_after = Some(at + lease);
+    }
+
+    /// The pending operation is sent again: the commit window starts over.
+    fn resend_pending(&mut self, at: DateTime<Utc>, lease: chrono::Duration) {
+        if let Some(pending) = &mut self.pending {
+            pending.last_attempt_at = at;
+        }
+        let due = at + lease;
+        self.reconcile_after = Some(self.reconcile_after.map_or(due, |d| d.min(due)));
     }
 
     /// Settles a pending refund (a settled one stays as it is) and recomputes the totals.
@@ -160,7 +301,7 @@ impl Payment {
         self.refunded_amount =
             self.refunds.iter().filter(|r| r.status == RefundStatus::Succeeded).map(|r| r.amount).sum();
         if self.refunded_amount > 0 {
-            self.status = if self.refunded_amount >= self.amount {
+            self.status = if self.refunded_amount >= self.captured() {
                 PaymentStatus::Refunded
             } else {
                 PaymentStatus::PartiallyRefunded
@@ -169,15 +310,25 @@ impl Payment {
         self.reconcile_after = if self.has_pending_refunds() { self.reconcile_after } else { None };
     }
 
-    /// While a refund is pending, the reconciler keeps looking at the payment.
-    fn due_for_refunds(&self) -> Option<DateTime<Utc>> {
-        if self.has_pending_refunds() { self.reconcile_after } else { None }
+    /// When the reconciler should look at a payment that was just settled: while a refund, a
+    /// capture or a cancel is pending, when it said; an authorization at `capture_before`, to cancel it if it was not
+    /// captured by then; otherwise never.
+    fn next_due(&self) -> Option<DateTime<Utc>> {
+        if self.has_pending_refunds() || self.pending.is_some() {
+            self.reconcile_after
+        } else if self.status == PaymentStatus::RequiresCapture {
+            Some(self.capture_before.unwrap_or(DateTime::<Utc>::UNIX_EPOCH))
+        } else {
+            None
+        }
     }
 
-    /// When the reconciler should look at this payment, if at all: while it is processing, or
-    /// while one of its refunds is pending.
+    /// When the reconciler should look at this payment, if at all: while it is processing, while
+    /// one of its refunds or a capture or cancel is pending, and while it is authorized (at
+    /// `capture_before`).
     pub fn due_at(&self) -> Option<DateTime<Utc>> {
-        let waiting = self.status == PaymentStatus::Processing || self.has_pending_refunds();
+        let waiting = matches!(self.status, PaymentStatus::Processing | PaymentStatus::RequiresCapture)
+            || self.has_pending_refunds();
         waiting.then(|| self.reconcile_after.unwrap_or(DateTime::<Utc>::UNIX_EPOCH))
     }
 }
@@ -198,7 +349,7 @@ mod tests {
     }
 
     fn settle(revive: bool) -> Change {
-        let outcome = ChargeOutcome { charge_id: "ch_1".into(), approved: true, decline_code: None };
+        let outcome = ChargeOutcome { id: "ch_1".into(), approved: true, decline_code: None };
         Change::Settle { outcome, attempts: 0, revive }
     }
 

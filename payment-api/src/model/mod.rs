@@ -6,5 +6,8 @@ pub mod payment;
 pub mod request;
 
 pub use change::{Change, ChargeOutcome, Refusal};
-pub use payment::{CardSummary, Payment, PaymentStatus, PublicPayment, PublicRefund, Refund, RefundStatus};
+pub use payment::{
+    CancellationReason, CardSummary, HoldEnd, Payment, PaymentStatus, PendingKind, PendingOperation, PublicPayment,
+    PublicRefund, Refund, RefundStatus,
+};
 pub use request::{Canonical, CardInput, CreatePayment, MAX_AMOUNT};

@@ -27,6 +27,59 @@ impl RefundStatus {
     }
 }
 
+/// Why an authorization was released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancellationReason {
+    /// `POST /v1/payments/{id}/cancel`.
+    Requested,
+    /// Not captured by `capture_before`: the gateway released it.
+    Expired,
+}
+
+/// A capture or a cancel sent to the bank whose outcome is not recorded yet. While it stands, the
+/// payment shows `processing` and no other capture or cancel may start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingOperation {
+    pub kind: PendingKind,
+    /// The client's `Idempotency-Key` (`None`: the gateway's own cancel of an expired hold), so
+    /// the reconciler can update the answer stored under it.
+    pub idempotency_key: Option<String>,
+    /// When the gateway last started sending it to the bank: the bank's commit window runs from
+    /// then.
+    pub last_attempt_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case")]
+pub enum PendingKind {
+    Capture { amount: i64 },
+    Cancel { reason: CancellationReason },
+}
+
+/// Which end of an authorization an operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldEnd {
+    Capture,
+    Cancel,
+}
+
+impl PendingKind {
+    pub fn end(self) -> HoldEnd {
+        match self {
+            PendingKind::Capture { .. } => HoldEnd::Capture,
+            PendingKind::Cancel { .. } => HoldEnd::Cancel,
+        }
+    }
+}
+
+impl PendingOperation {
+    /// Whether this is the `end` begun under `idempotency_key`.
+    pub fn is(&self, end: HoldEnd, idempotency_key: Option<&str>) -> bool {
+        self.kind.end() == end && self.idempotency_key.as_deref() == idempotency_key
+    }
+}
+
 /// A refund as stored inside its payment. Its id is also the bank's idempotency key for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refund {
@@ -60,8 +113,8 @@ pub struct PublicRefund<'a> {
 }
 
 /// A payment as stored. Its public fields are what clients see; `merchant_id`,
-/// `idempotency_key`, `bank_key`, `version` and `reconcile_after` are the gateway's own
-/// bookkeeping.
+/// `idempotency_key`, `bank_key`, `version`, `reconcile_after`, `pending` and the operation keys
+/// are the gateway's own bookkeeping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Payment {
     pub id: String,
@@ -102,6 +155,36 @@ pub struct Payment {
     /// runs from then, not from the payment's creation (a takeover may charge much later).
     #[serde(default)]
     pub last_attempt_at: Option<DateTime<Utc>>,
+    /// `false`: authorize only; the amount is held until it is captured or canceled.
+    #[serde(default = "charged_at_once")]
+    pub capture: bool,
+    /// The bank's authorization (its hold), for a payment made with `capture: false`.
+    #[serde(default)]
+    pub authorization_id: Option<String>,
+    /// What was captured; `None` in payments written before two-step payments, whose charge is
+    /// their whole amount (see [`Payment::captured`]).
+    #[serde(default)]
+    pub amount_captured: Option<i64>,
+    /// An authorization not captured by then is canceled by the gateway.
+    #[serde(default)]
+    pub capture_before: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub canceled_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub cancellation_reason: Option<CancellationReason>,
+    /// A capture or cancel whose outcome is not recorded yet.
+    #[serde(default)]
+    pub pending: Option<PendingOperation>,
+    /// The client keys the capture and the cancel were made under, so that a retry of a request
+    /// that died after the bank acted is answered with what was done.
+    #[serde(default)]
+    pub capture_key: Option<String>,
+    #[serde(default)]
+    pub cancel_key: Option<String>,
+}
+
+fn charged_at_once() -> bool {
+    true
 }
 
 /// The payment object of the API.
@@ -121,7 +204,19 @@ pub struct PublicPayment<'a> {
     pub failure_reason: Option<&'a str>,
     pub bank_charge_id: Option<&'a str>,
     pub attempts: u32,
+    /// `false`: an authorization, captured or canceled later.
+    pub capture: bool,
+    /// What a capture may take now: the amount while `requires_capture`, else 0.
+    pub amount_capturable: i64,
+    /// What was charged: the amount of a one-step payment, or what the capture took.
+    pub amount_captured: i64,
+    /// What was refunded of it (the same as `refunded_amount`).
+    pub amount_refunded: i64,
     pub refunded_amount: i64,
+    /// An authorization not captured by then is canceled (`cancellation_reason: expired`).
+    pub capture_before: Option<DateTime<Utc>>,
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub cancellation_reason: Option<CancellationReason>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -131,7 +226,7 @@ impl Payment {
         PublicPayment {
             id: &self.id,
             object: "payment",
-            status: self.status,
+            status: self.shown_status(),
             amount: self.amount,
             currency: &self.currency,
             order_id: self.order_id.as_deref(),
@@ -142,7 +237,14 @@ impl Payment {
             failure_reason: self.failure_reason.as_deref(),
             bank_charge_id: self.bank_charge_id.as_deref(),
             attempts: self.attempts,
+            capture: self.capture,
+            amount_capturable: self.capturable(),
+            amount_captured: self.captured(),
+            amount_refunded: self.refunded_amount,
             refunded_amount: self.refunded_amount,
+            capture_before: self.capture_before,
+            canceled_at: self.canceled_at,
+            cancellation_reason: self.cancellation_reason,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
@@ -154,6 +256,30 @@ impl Payment {
 
     pub fn is_settled(&self) -> bool {
         self.status != PaymentStatus::Processing
+    }
+
+    /// The status clients see: `processing` also while a capture or cancel is pending (stored, the
+    /// payment stays `requires_capture`, so that no late change about its charge applies to it).
+    pub fn shown_status(&self) -> PaymentStatus {
+        if self.pending.is_some() { PaymentStatus::Processing } else { self.status }
+    }
+
+    /// What was charged: all of a one-step payment, what its capture took of an authorization.
+    pub fn captured(&self) -> i64 {
+        let charged = matches!(
+            self.status,
+            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded
+        );
+        match self.amount_captured {
+            Some(amount) => amount,
+            None if charged => self.amount,
+            None => 0,
+        }
+    }
+
+    /// What a capture may take now.
+    pub fn capturable(&self) -> i64 {
+        if self.status == PaymentStatus::RequiresCapture && self.pending.is_none() { self.amount } else { 0 }
     }
 
     /// The key the bank knows this payment's charge by.
@@ -169,10 +295,10 @@ impl Payment {
         self.refunds.iter().any(|r| r.status == RefundStatus::Pending)
     }
 
-    /// What can still be refunded: the amount less succeeded and pending refunds.
+    /// What can still be refunded: what was captured less succeeded and pending refunds.
     pub fn refundable(&self) -> i64 {
         let held: i64 = self.refunds.iter().filter(|r| r.status != RefundStatus::Failed).map(|r| r.amount).sum();
-        self.amount - held
+        self.captured() - held
     }
 
     /// The refund as the API shows it.

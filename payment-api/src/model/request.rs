@@ -41,6 +41,20 @@ pub struct CreatePayment {
     #[serde(default)]
     #[schema(schema_with = metadata_schema)]
     pub metadata: BTreeMap<String, String>,
+    /// `false` authorizes only: the amount is held (201 `requires_capture`) until
+    /// `POST /v1/payments/{id}/capture` takes it or `/cancel` (or `capture_before`) releases it.
+    /// Default `true`: charged at once.
+    #[serde(default = "at_once")]
+    #[schema(default = true)]
+    pub capture: bool,
+}
+
+fn at_once() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// The schema of `metadata`, with the limits `CreatePayment::validate` enforces.
@@ -87,6 +101,10 @@ pub struct Canonical<'a> {
     pub order_id: Option<&'a str>,
     pub description: Option<&'a str>,
     pub metadata: &'a BTreeMap<String, String>,
+    /// Left out when `true`, so that requests made before two-step payments existed keep their
+    /// fingerprints (and their bank keys).
+    #[serde(skip_serializing_if = "is_true")]
+    pub capture: bool,
 }
 
 impl CreatePayment {
@@ -143,6 +161,7 @@ impl CreatePayment {
             order_id: self.order_id.as_deref(),
             description: self.description.as_deref(),
             metadata: &self.metadata,
+            capture: self.capture,
         }
     }
 }
