@@ -17,7 +17,7 @@ pub const MAX_TRANSITIONS: usize = 20;
 pub const PRESETS: [&str; 7] = ["healthy", "flaky", "degraded", "throttled", "brownout", "outage", "chaos"];
 
 /// Every key and what it does, as the help screen lists them.
-pub const KEYS: [(&str, &str); 18] = [
+pub const KEYS: [(&str, &str); 19] = [
     ("1-7", "presets: healthy flaky degraded throttled brownout outage chaos"),
     ("f / F", "bank failure rate +5% / -5%"),
     ("l / L", "bank latency +50 ms / -50 ms"),
@@ -28,6 +28,7 @@ pub const KEYS: [(&str, &str); 18] = [
     ("t", "start / stop the traffic generator"),
     ("+ / -", "traffic rate up / down"),
     ("d / D", "duplicate keys +10% / -10%"),
+    ("w / W", "two-step payments (authorize, then capture or cancel) +10% / -10%"),
     ("p", "pause / resume the display"),
     ("e", "export the transactions shown to CSV"),
     ("/", "filter the log by text (Enter applies, Esc clears)"),
@@ -95,6 +96,58 @@ pub struct TrafficSettings {
     pub rate: u32,
     /// Share of payments that reuse a recent key with the same body.
     pub duplicate_share: f64,
+    /// Share of new payments that only authorize, then are captured (all or part), canceled, or
+    /// left to expire.
+    pub two_step_share: f64,
+}
+
+/// Two-step payments as the dashboard saw them: the holds open now, and what became of the others.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HoldTally {
+    /// Authorizations not captured or canceled yet: their amounts, by payment.
+    pub open: BTreeMap<String, i64>,
+    pub captured: u64,
+    /// What the captures took, in minor units.
+    pub captured_amount: i64,
+    pub canceled: u64,
+    /// What the cancels released, in minor units.
+    pub released_amount: i64,
+}
+
+impl HoldTally {
+    /// Counts what a payment event says happened to an authorization it saw open.
+    fn see(&mut self, event: &PaymentEvent) {
+        if event.capture {
+            return;
+        }
+        match event.status {
+            PaymentStatus::RequiresCapture => {
+                self.open.insert(event.payment_id.clone(), event.amount);
+            }
+            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded => {
+                if self.open.remove(&event.payment_id).is_some() {
+                    self.captured += 1;
+                    self.captured_amount += event.amount_captured;
+                }
+            }
+            PaymentStatus::Canceled => {
+                if let Some(amount) = self.open.remove(&event.payment_id) {
+                    self.canceled += 1;
+                    self.released_amount += amount;
+                }
+            }
+            PaymentStatus::Declined | PaymentStatus::Failed => {
+                self.open.remove(&event.payment_id);
+            }
+            // A capture or cancel under way: still held.
+            PaymentStatus::Processing => {}
+        }
+    }
+
+    /// What the open holds hold, in minor units.
+    pub fn held(&self) -> i64 {
+        self.open.values().sum()
+    }
 }
 
 /// What the model asks the runtime to do.
@@ -213,6 +266,7 @@ pub struct Model {
     pub chaos_stats: Option<ChaosStats>,
     pub traffic: TrafficSettings,
     pub traffic_report: TrafficReport,
+    pub holds: HoldTally,
     /// Whether the traffic generator can run (it needs a merchant API key).
     pub traffic_available: bool,
     pub missed_events: u64,
@@ -240,8 +294,9 @@ impl Model {
             input: None,
             chaos: None,
             chaos_stats: None,
-            traffic: TrafficSettings { running: false, rate: 20, duplicate_share: 0.1 },
+            traffic: TrafficSettings { running: false, rate: 20, duplicate_share: 0.1, two_step_share: 0.3 },
             traffic_report: TrafficReport::default(),
+            holds: HoldTally::default(),
             traffic_available,
             missed_events: 0,
             paused: false,
@@ -366,6 +421,7 @@ fn on_stream(model: &mut Model, item: StreamItem) {
             model.transitions.truncate(MAX_TRANSITIONS);
         }
         StreamItem::Payment(event) => {
+            model.holds.see(&event);
             let row = Transaction {
                 at: event.at,
                 id: event.payment_id,
@@ -483,6 +539,11 @@ fn on_key(model: &mut Model, key: KeyEvent) -> Vec<Command> {
             traffic.duplicate_share = ((traffic.duplicate_share + step).clamp(0.0, 0.9) * 10.0).round() / 10.0;
             vec![Command::Traffic(traffic)]
         }
+        KeyCode::Char(c @ ('w' | 'W')) => {
+            let step = if c == 'w' { 0.1 } else { -0.1 };
+            traffic.two_step_share = ((traffic.two_step_share + step).clamp(0.0, 1.0) * 10.0).round() / 10.0;
+            vec![Command::Traffic(traffic)]
+        }
         KeyCode::Char('p') => {
             model.paused = !model.paused;
             Vec::new()
@@ -576,12 +637,14 @@ mod tests {
     #[test]
     fn traffic_keys_start_stop_pace_and_duplicate() {
         let mut m = model();
-        let on = TrafficSettings { running: true, rate: 20, duplicate_share: 0.1 };
+        let on = TrafficSettings { running: true, rate: 20, duplicate_share: 0.1, two_step_share: 0.3 };
         assert_eq!(char(&mut m, 't'), vec![Command::Traffic(on)]);
         assert_eq!(char(&mut m, '+'), vec![Command::Traffic(TrafficSettings { rate: 40, ..on })]);
         assert_eq!(char(&mut m, '-'), vec![Command::Traffic(TrafficSettings { rate: 20, ..on })]);
         assert_eq!(char(&mut m, 'd'), vec![Command::Traffic(TrafficSettings { duplicate_share: 0.2, ..on })]);
         assert_eq!(char(&mut m, 'D'), vec![Command::Traffic(TrafficSettings { duplicate_share: 0.1, ..on })]);
+        assert_eq!(char(&mut m, 'w'), vec![Command::Traffic(TrafficSettings { two_step_share: 0.4, ..on })]);
+        assert_eq!(char(&mut m, 'W'), vec![Command::Traffic(TrafficSettings { two_step_share: 0.3, ..on })]);
         assert_eq!(char(&mut m, 't'), vec![Command::Traffic(TrafficSettings { running: false, ..on })]);
         for _ in 0..20 {
             char(&mut m, '-');
@@ -617,6 +680,8 @@ mod tests {
                 status: PaymentStatus::Succeeded,
                 decline_code: None,
                 failure_reason: None,
+                capture: true,
+                amount_captured: 0,
                 amount: 1999,
                 currency: "USD".into(),
                 attempts: 2,
@@ -718,6 +783,8 @@ mod tests {
             status: PaymentStatus::parse(status).unwrap_or(PaymentStatus::Failed),
             decline_code: None,
             failure_reason: None,
+            capture: true,
+            amount_captured: 0,
             amount: 1,
             currency: "USD".into(),
             attempts: 1,
@@ -728,5 +795,41 @@ mod tests {
         update(&mut m, Msg::Stream(StreamItem::Payment(payment("succeeded", Some(9.0)))));
         assert_eq!(m.transactions.len(), 1, "a payment's state changes update its row");
         assert_eq!(m.transactions[0].status, "succeeded");
+        assert_eq!(m.holds, HoldTally::default(), "a one-step payment is no hold");
+    }
+
+    #[test]
+    fn authorizations_are_tallied_open_captured_or_canceled_once() {
+        let mut m = model();
+        let event = |id: &str, status: PaymentStatus, amount_captured| PaymentEvent {
+            payment_id: id.into(),
+            merchant_id: "shop".into(),
+            status,
+            decline_code: None,
+            failure_reason: None,
+            capture: false,
+            amount_captured,
+            amount: 1_000,
+            currency: "USD".into(),
+            attempts: 1,
+            latency_ms: None,
+            at: at(1),
+        };
+        for id in ["a", "b", "c", "d"] {
+            update(&mut m, Msg::Stream(StreamItem::Payment(event(id, PaymentStatus::RequiresCapture, 0))));
+        }
+        assert_eq!((m.holds.open.len(), m.holds.held()), (4, 4_000));
+        for (id, status, captured) in [
+            ("a", PaymentStatus::Processing, 0),
+            ("a", PaymentStatus::Succeeded, 600),
+            ("a", PaymentStatus::PartiallyRefunded, 600),
+            ("b", PaymentStatus::Canceled, 0),
+            ("b", PaymentStatus::Canceled, 0),
+        ] {
+            update(&mut m, Msg::Stream(StreamItem::Payment(event(id, status, captured))));
+        }
+        let holds = &m.holds;
+        assert_eq!((holds.captured, holds.captured_amount, holds.canceled, holds.released_amount), (1, 600, 1, 1_000));
+        assert_eq!((holds.open.len(), holds.held()), (2, 2_000), "counted once each");
     }
 }

@@ -246,7 +246,8 @@ async fn bank_feed(http: reqwest::Client, config: Arc<Config>, sender: mpsc::Sen
 }
 
 /// Sends payments at the configured rate, a share of them duplicates of recent ones (same key,
-/// same body), and reports counts every second.
+/// same body) and a share authorizations only (then captured, all or part, canceled, or left to
+/// expire), and reports counts every second.
 async fn traffic_generator(
     http: reqwest::Client,
     config: Arc<Config>,
@@ -283,6 +284,7 @@ async fn traffic_generator(
                     "currency": "USD",
                     "order_id": format!("dash-{}", fastrand::u32(..1_000_000)),
                     "card": {"number": card, "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+                    "capture": fastrand::f64() >= current.two_step_share,
                 });
                 let fresh = (format!("dash-{}", uuid::Uuid::new_v4().simple()), body);
                 if recent.len() == 64 {
@@ -293,22 +295,26 @@ async fn traffic_generator(
             }
         };
         let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else { continue };
-        let (http, url, api_key, counts) = (http.clone(), config.api.clone(), api_key.clone(), Arc::clone(&report));
+        let client = Client { http: http.clone(), url: config.api.clone(), api_key: api_key.clone() };
+        let counts = Arc::clone(&report);
         tokio::spawn(async move {
             let _permit = permit;
-            let sent = http
-                .post(format!("{url}/v1/payments"))
-                .bearer_auth(api_key)
-                .header("Idempotency-Key", key)
-                .json(&body)
-                .timeout(Duration::from_secs(15))
-                .send()
-                .await;
-            let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
-            counts.sent += 1;
-            match sent {
-                Ok(_) => counts.answered += 1,
-                Err(_) => counts.transport_errors += 1,
+            let sent = client.post("/v1/payments", &key, Some(&body)).await;
+            {
+                let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+                counts.sent += 1;
+                if sent.is_ok() {
+                    counts.answered += 1;
+                } else {
+                    counts.transport_errors += 1;
+                }
+            }
+            if body["capture"] == false
+                && let Ok(response) = sent
+                && response.status().as_u16() == 201
+                && let Ok(payment) = response.json::<Value>().await
+            {
+                follow_up(&client, &payment).await;
             }
         });
         if last_report.elapsed() >= Duration::from_secs(1) {
@@ -319,4 +325,46 @@ async fn traffic_generator(
             }
         }
     }
+}
+
+/// The gateway as the traffic generator calls it.
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    api_key: String,
+}
+
+impl Client {
+    async fn post(&self, path: &str, key: &str, body: Option<&Value>) -> reqwest::Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.api_key)
+            .header("Idempotency-Key", key)
+            .timeout(Duration::from_secs(15));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await
+    }
+}
+
+/// What becomes of an authorization, a moment later: captured whole (half of them), captured in
+/// part, canceled, or left to expire.
+async fn follow_up(client: &Client, payment: &Value) {
+    let Some(id) = payment["id"].as_str() else { return };
+    let amount = payment["amount"].as_i64().unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(200..3_000))).await;
+    let key = format!("dash-{}", uuid::Uuid::new_v4().simple());
+    let roll = fastrand::f64();
+    let _ = if roll < 0.5 {
+        client.post(&format!("/v1/payments/{id}/capture"), &key, None).await
+    } else if roll < 0.7 {
+        let part = json!({"amount": (amount / 2).max(1)});
+        client.post(&format!("/v1/payments/{id}/capture"), &key, Some(&part)).await
+    } else if roll < 0.9 {
+        client.post(&format!("/v1/payments/{id}/cancel"), &key, None).await
+    } else {
+        return;
+    };
 }

@@ -60,6 +60,12 @@ fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).num_milliseconds() as f64 / 1_000.0
 }
 
+/// Minor units as major ones: 123456 → "1234.56".
+fn money(minor: i64) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", minor.unsigned_abs() / 100, minor.unsigned_abs() % 100)
+}
+
 fn percent(rate: f64) -> String {
     format!("{:.0}%", rate * 100.0)
 }
@@ -181,17 +187,42 @@ fn draw_traffic(model: &Model, frame: &mut Frame, area: Rect) {
         Span::styled("■ stopped", Style::new().fg(Color::DarkGray))
     };
     let report = &model.traffic_report;
+    let paused = if model.paused {
+        Span::styled(" · display paused (p)", Style::new().fg(Color::Yellow).bold())
+    } else {
+        Span::raw("")
+    };
+    let holds = &model.holds;
     let lines = vec![
         link("gateway", &model.api),
         link("bank", &model.bank),
-        Line::from(vec![Span::raw("traffic "), state]),
-        Line::from(format!("{} payments/s · {} duplicates", traffic.rate, percent(traffic.duplicate_share))),
+        Line::from(vec![Span::raw("traffic "), state, paused]),
+        Line::from(format!(
+            "{}/s · {} dup · {} two-step",
+            traffic.rate,
+            percent(traffic.duplicate_share),
+            percent(traffic.two_step_share)
+        )),
         Line::from(format!("sent {} · answered {} · lost {}", report.sent, report.answered, report.transport_errors)),
-        Line::from(if model.paused {
-            Span::styled("display paused (p resumes)", Style::new().fg(Color::Yellow).bold())
-        } else {
-            Span::raw("")
-        }),
+        Line::from(vec![
+            Span::styled(
+                format!("held {}", holds.open.len()),
+                Style::new().fg(status_color(PaymentStatus::RequiresCapture)),
+            ),
+            Span::raw(format!(" ({}) · ", money(holds.held()))),
+            Span::styled(
+                format!("captured {}", holds.captured),
+                Style::new().fg(status_color(PaymentStatus::Succeeded)),
+            ),
+            Span::raw(format!(" ({})", money(holds.captured_amount))),
+        ]),
+        Line::from(vec![
+            Span::styled(
+                format!("canceled {}", holds.canceled),
+                Style::new().fg(status_color(PaymentStatus::Canceled)),
+            ),
+            Span::raw(format!(" ({} released)", money(holds.released_amount))),
+        ]),
     ];
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" Links & traffic ")), area);
 }
@@ -271,7 +302,7 @@ fn draw_transactions(model: &Model, frame: &mut Frame, area: Rect) {
         Row::new([
             Cell::from(t.at.format("%H:%M:%S").to_string()),
             Cell::from(short_id.to_owned()),
-            Cell::from(format!("{}.{:02} {}", t.amount / 100, t.amount % 100, t.currency)),
+            Cell::from(format!("{} {}", money(t.amount), t.currency)),
             Cell::from(t.status.as_str()),
             Cell::from(t.attempts.to_string()),
             Cell::from(t.latency_ms.map(|l| format!("{l:.0}")).unwrap_or_default()),

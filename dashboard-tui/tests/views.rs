@@ -105,15 +105,32 @@ fn busy_model() -> Model {
             open_for_ms: Some(5_000),
         })),
     );
-    for (i, status) in ["succeeded", "declined", "processing", "failed", "succeeded"].iter().enumerate() {
+    // Five one-step payments, then three authorizations: one captured in part, one canceled, one
+    // still held.
+    let events = [
+        ("succeeded", true, 0),
+        ("declined", true, 0),
+        ("processing", true, 0),
+        ("failed", true, 0),
+        ("succeeded", true, 0),
+        ("requires_capture", false, 0),
+        ("requires_capture", false, 0),
+        ("requires_capture", false, 0),
+        ("succeeded", false, 1_000),
+        ("canceled", false, 0),
+    ];
+    for (i, (status, capture, captured)) in events.into_iter().enumerate() {
+        let id = if i < 5 { i } else { 5 + (i - 5) % 3 };
         update(
             &mut m,
             Msg::Stream(StreamItem::Payment(PaymentEvent {
-                payment_id: format!("pay_0000000{i}-aaaa-bbbb-cccc-dddddddddddd"),
+                payment_id: format!("pay_0000000{id}-aaaa-bbbb-cccc-dddddddddddd"),
                 merchant_id: "shop".into(),
                 status: PaymentStatus::parse(status).unwrap(),
                 decline_code: None,
                 failure_reason: None,
+                capture,
+                amount_captured: captured,
                 amount: 1_999 + i as i64,
                 currency: "USD".into(),
                 attempts: 1 + i as u32 % 3,

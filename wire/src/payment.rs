@@ -84,7 +84,17 @@ pub struct PaymentEvent {
     pub latency_ms: Option<f64>,
     pub decline_code: Option<String>,
     pub failure_reason: Option<String>,
+    /// `false` for an authorization (captured or canceled later).
+    #[serde(default = "charged_at_once")]
+    pub capture: bool,
+    /// What was charged: the amount of a one-step payment once it succeeded, what a capture took.
+    #[serde(default)]
+    pub amount_captured: i64,
     pub at: DateTime<Utc>,
+}
+
+fn charged_at_once() -> bool {
+    true
 }
 
 #[cfg(test)]

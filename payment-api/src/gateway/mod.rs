@@ -325,6 +325,8 @@ impl Gateway {
                 latency_ms: latency.map(|d| d.as_secs_f64() * 1_000.0),
                 decline_code: payment.decline_code.clone(),
                 failure_reason: payment.failure_reason.clone(),
+                capture: payment.capture,
+                amount_captured: payment.captured(),
                 at: Utc::now(),
             },
         );
