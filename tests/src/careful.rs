@@ -1,8 +1,8 @@
 //! A careful client of the gateway, as a well-behaved merchant integration is written: it sends a
 //! payment under one idempotency key until it gets a final answer, retrying the same key on 409
 //! (after `Retry-After`), 429, 503, 5xx and network errors with backoff, and polling a 202 until
-//! the payment settles. Refunds the same way (a 202 refund is retried under its key until the
-//! replay is final). It is the load generator's payment session and the soak's client.
+//! the payment settles. Refunds, captures and cancels the same way (a 202 is retried under its key
+//! until the replay is final). It is the load generator's payment session and the soak's client.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -95,21 +95,86 @@ pub fn amount_of(seq: u64) -> i64 {
     100 + (seq as i64 % 5_000)
 }
 
-/// The amount of the logical payment with this key (`load-<run>-<seq>`).
+/// The amount of the logical payment with this key (`load-<run>-<seq>`, or `hold-…`).
 pub fn amount_of_key(key: &str) -> Option<i64> {
     key.rsplit('-').next()?.parse().ok().map(amount_of)
 }
 
-/// The body of logical payment `key`; amounts ending in 0 use a card the bank declines.
+/// Whether logical payment `key` only authorizes (a two-step payment).
+pub fn is_hold(key: &str) -> bool {
+    key.starts_with("hold-")
+}
+
+/// The body of logical payment `key`; amounts ending in 0 use a card the bank declines, and a
+/// `hold-…` key only authorizes.
 pub fn payment_body(key: &str, amount: i64) -> Bytes {
     let card = if amount % 10 == 0 { "4000000000000002" } else { "4242424242424242" };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "amount": amount,
         "currency": "USD",
         "order_id": key,
         "card": {"number": card, "exp_month": 12, "exp_year": 2030, "cvc": "123"},
     });
+    if is_hold(key) {
+        body["capture"] = serde_json::Value::Bool(false);
+    }
     Bytes::from(body.to_string())
+}
+
+/// The final answer to a capture or a cancel: done (200, with the payment's status and what was
+/// captured), or refused (the status and code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerbFinal {
+    Done { status: String, amount_captured: i64 },
+    Refused { status: u16, code: String },
+}
+
+/// What became of one two-step payment, as its clients saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldTally {
+    pub key: String,
+    pub payment_id: String,
+    /// What a capture answered 200 said was captured.
+    pub captured: Option<i64>,
+    /// A cancel answered 200.
+    pub canceled: bool,
+    /// A verb's key answered two different ways, or a capture and a cancel both succeeded.
+    pub diverged: bool,
+}
+
+/// What a two-step payment's clients do once it is authorized, chosen by its sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    CaptureAll,
+    CaptureHalf,
+    Cancel,
+    /// Both at once, from two clients: exactly one may win.
+    Race,
+    /// Nothing: the gateway cancels it at `capture_before`.
+    Expire,
+}
+
+impl Fate {
+    fn of(seq: u64) -> Self {
+        match (seq / 7) % 10 {
+            0..=2 => Fate::CaptureAll,
+            3 | 4 => Fate::CaptureHalf,
+            5 | 6 => Fate::Cancel,
+            7 | 8 => Fate::Race,
+            _ => Fate::Expire,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HoldView {
+    /// The payment's status (a string), or a problem's (a number).
+    #[serde(default)]
+    status: serde_json::Value,
+    #[serde(default)]
+    amount_captured: Option<i64>,
+    #[serde(default)]
+    code: Option<String>,
 }
 
 /// One client: a keep-alive connection to each gateway.
@@ -285,6 +350,49 @@ impl CarefulClient {
     }
 }
 
+impl CarefulClient {
+    /// Captures (`amount`, `None`: all) or cancels payment `payment_id` under `key` until it gets
+    /// a final answer or `deadline` passes (`None`).
+    pub async fn hold_verb(
+        &mut self,
+        payment_id: &str,
+        verb: &str,
+        key: &str,
+        amount: Option<i64>,
+        deadline: Duration,
+        turn: usize,
+    ) -> Option<VerbFinal> {
+        let give_up = Instant::now() + deadline;
+        let body = match amount {
+            Some(amount) => Bytes::from(serde_json::json!({ "amount": amount }).to_string()),
+            None => Bytes::new(),
+        };
+        let path = format!("/v1/payments/{payment_id}/{verb}");
+        let mut attempt = 0u32;
+        while Instant::now() < give_up {
+            let (_, backoff, reply) = self.send(turn, &mut attempt, &path, key, &body).await;
+            let Some(reply) = reply else { continue };
+            let view: Option<HoldView> = serde_json::from_slice(&reply.body).ok();
+            let code = view.as_ref().and_then(|v| v.code.clone()).unwrap_or_default();
+            match reply.status {
+                200 => {
+                    let view = view?;
+                    return Some(VerbFinal::Done {
+                        status: view.status.as_str()?.to_owned(),
+                        amount_captured: view.amount_captured.unwrap_or(0),
+                    });
+                }
+                404 | 422 => return Some(VerbFinal::Refused { status: reply.status, code }),
+                409 if code == "invalid_state" => return Some(VerbFinal::Refused { status: 409, code }),
+                // Pending (202), in use (409), throttled, unavailable or unknown: the same key again.
+                202 | 409 | 429 | 500..=599 => self.back_off(&reply, backoff).await,
+                _ => return None,
+            }
+        }
+        None
+    }
+}
+
 fn view(reply: &Reply) -> Option<PaymentView> {
     serde_json::from_slice(&reply.body).ok()
 }
@@ -301,10 +409,14 @@ pub struct PaymentSession {
     /// Share of succeeded payments then refunded: two partial refunds at once, the rest after, and
     /// the first again.
     refund_share: f64,
+    /// Share of payments that only authorize, then are captured (all or half), canceled, both at
+    /// once, or left to expire.
+    two_step_share: f64,
     deadline: Duration,
     /// Each logical payment's key and the final answer its clients agreed on (`None`: none came).
     pub finals: Vec<(String, Option<Final>)>,
     pub refunds: Vec<RefundTally>,
+    pub holds: Vec<HoldTally>,
 }
 
 impl PaymentSession {
@@ -322,9 +434,11 @@ impl PaymentSession {
             run_id: run_id.to_owned(),
             duplicate_share,
             refund_share: 0.0,
+            two_step_share: 0.0,
             deadline,
             finals: Vec::new(),
             refunds: Vec::new(),
+            holds: Vec::new(),
         })
     }
 
@@ -332,6 +446,58 @@ impl PaymentSession {
     pub fn with_refunds(mut self, share: f64) -> Self {
         self.refund_share = share;
         self
+    }
+
+    /// Makes this share of the payments two-step.
+    pub fn with_two_step(mut self, share: f64) -> Self {
+        self.two_step_share = share;
+        self
+    }
+
+    /// What the clients of an authorized payment do with it, and what they were told.
+    async fn settle_hold(&mut self, key: &str, held: &Final, seq: u64, turn: usize) {
+        let id = held.payment_id.as_str();
+        let (capture_key, cancel_key) = (format!("{key}-capture"), format!("{key}-cancel"));
+        let half = Some((held.amount / 2).max(1));
+        let deadline = self.deadline;
+        let (capture, cancel) = match Fate::of(seq) {
+            Fate::CaptureAll => (self.main.hold_verb(id, "capture", &capture_key, None, deadline, turn).await, None),
+            Fate::CaptureHalf => (self.main.hold_verb(id, "capture", &capture_key, half, deadline, turn).await, None),
+            Fate::Cancel => (None, self.main.hold_verb(id, "cancel", &cancel_key, None, deadline, turn).await),
+            Fate::Race => {
+                let (capture, cancel) = tokio::join!(
+                    self.main.hold_verb(id, "capture", &capture_key, None, deadline, turn),
+                    self.twin.hold_verb(id, "cancel", &cancel_key, None, deadline, turn + 1)
+                );
+                (capture, cancel)
+            }
+            Fate::Expire => (None, None),
+        };
+        // Each key again, from the other client: it must answer as it did.
+        let capture_again = match (&capture, Fate::of(seq)) {
+            (Some(_), Fate::CaptureHalf) => {
+                self.twin.hold_verb(id, "capture", &capture_key, half, deadline, turn).await
+            }
+            (Some(_), _) => self.twin.hold_verb(id, "capture", &capture_key, None, deadline, turn).await,
+            (None, _) => None,
+        };
+        let cancel_again = match &cancel {
+            Some(_) => self.twin.hold_verb(id, "cancel", &cancel_key, None, deadline, turn).await,
+            None => None,
+        };
+        let captured = match &capture {
+            Some(VerbFinal::Done { amount_captured, .. }) => Some(*amount_captured),
+            _ => None,
+        };
+        let canceled = matches!(cancel, Some(VerbFinal::Done { .. }));
+        let diverged = capture_again != capture || cancel_again != cancel || (captured.is_some() && canceled);
+        self.holds.push(HoldTally { key: key.to_owned(), payment_id: id.to_owned(), captured, canceled, diverged });
+        if let Some(amount) = captured
+            && fastrand::f64() < self.refund_share
+        {
+            let paid = Final { status: "succeeded".into(), amount, charge_id: None, payment_id: id.to_owned() };
+            self.refund_all(key, &paid, turn).await;
+        }
     }
 
     /// Two partial refunds at once (a third of the amount each, from both clients), then the rest,
@@ -371,7 +537,8 @@ impl PaymentSession {
 
 impl Session for PaymentSession {
     async fn call(&mut self, seq: u64) -> Outcome {
-        let key = format!("load-{}-{seq}", self.run_id);
+        let two_step = (seq.wrapping_mul(2_654_435_761) % 1_000) as f64 / 1_000.0 < self.two_step_share;
+        let key = format!("{}-{}-{seq}", if two_step { "hold" } else { "load" }, self.run_id);
         let amount = amount_of(seq);
         let turn = seq as usize;
         let answer = if fastrand::f64() < self.duplicate_share {
@@ -401,8 +568,13 @@ impl Session for PaymentSession {
             let paid = paid.clone();
             self.refund_all(&key, &paid, turn).await;
         }
+        if let Some(held) = answer.as_ref().filter(|f| f.status == "requires_capture") {
+            let held = held.clone();
+            self.settle_hold(&key, &held, seq, turn).await;
+        }
         let outcome = match answer.as_ref().map(|f| f.status.as_str()) {
             Some("succeeded") => Outcome::Named("succeeded"),
+            Some("requires_capture") => Outcome::Named("authorized"),
             Some("declined") => Outcome::Named("declined"),
             Some("failed") => Outcome::Named("failed"),
             Some("DIVERGED") => Outcome::Named("DIVERGED"),

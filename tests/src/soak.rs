@@ -4,7 +4,9 @@
 //! Each logical payment has its own client key, also sent as the payment's `order_id`, so that the
 //! ledger can be traced back to client keys: each approved charge through the payment that names
 //! it (`bank_charge_id`), and that payment's `order_id`. A share of payments is sent
-//! as duplicates: the same key and body at the same time, and once more afterwards.
+//! as duplicates: the same key and body at the same time, and once more afterwards. A share only
+//! authorizes, then is captured (all or half), canceled, both at once, or left to expire; a
+//! capture's charge is traced through its authorization.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 pub use crate::careful::{ClientTally, Final, Targets};
-use crate::careful::{PaymentSession, RefundTally, amount_of_key, payment_body};
+use crate::careful::{HoldTally, PaymentSession, RefundTally, amount_of_key, payment_body};
 use crate::loadgen::{self, Bound, Pace};
 
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct SoakPlan {
     pub duplicate_share: f64,
     /// Share of succeeded payments then refunded (two partial refunds at once, then the rest).
     pub refund_share: f64,
+    /// Share of payments that only authorize (then captured, canceled, raced or left to expire).
+    pub two_step_share: f64,
     /// How long one logical payment may take, retries and polling included.
     pub payment_deadline: Duration,
     /// The store may lose its data mid-run (a Redis without persistence restarted): payments
@@ -47,6 +51,7 @@ pub struct Driven {
     /// Each logical payment's final answer.
     pub finals: HashMap<String, Option<Final>>,
     pub refunds: Vec<RefundTally>,
+    pub holds: Vec<HoldTally>,
 }
 
 /// The outcome of a soak run and its invariant checks.
@@ -85,12 +90,14 @@ impl SoakReport {
 pub async fn drive(targets: &Targets, plan: &SoakPlan, tally: Arc<ClientTally>) -> anyhow::Result<Driven> {
     let sessions =
         PaymentSession::many(plan.concurrency, targets, &tally, plan.duplicate_share, plan.payment_deadline)?;
-    let sessions = sessions.into_iter().map(|s| s.with_refunds(plan.refund_share)).collect();
+    let sessions =
+        sessions.into_iter().map(|s| s.with_refunds(plan.refund_share).with_two_step(plan.two_step_share)).collect();
     let (_, sessions) = loadgen::run(Pace::Closed, Bound::Count(plan.payments as u64), sessions).await?;
     let mut driven = Driven::default();
     for session in sessions {
         driven.finals.extend(session.finals);
         driven.refunds.extend(session.refunds);
+        driven.holds.extend(session.holds);
     }
     Ok(driven)
 }
@@ -128,7 +135,8 @@ pub async fn all_payments(http: &reqwest::Client, gateway: &str, api_key: &str) 
     }
 }
 
-/// Waits until no payment is processing (the reconciler drained), up to `deadline`.
+/// Waits until no payment is processing (the reconciler drained) and no authorization is still
+/// held (each captured, canceled, or expired and canceled by the gateway), up to `deadline`.
 pub async fn quiesce(targets: &Targets, deadline: Duration) -> anyhow::Result<Vec<Value>> {
     let http = reqwest::Client::new();
     http.post(format!("{}/chaos/reset", targets.bank)).send().await?.error_for_status()?;
@@ -138,7 +146,8 @@ pub async fn quiesce(targets: &Targets, deadline: Duration) -> anyhow::Result<Ve
     loop {
         poll.tick().await;
         let payments = all_payments(&http, &targets.gateways[0], &targets.api_key).await?;
-        if payments.iter().all(|p| p["status"] != "processing") || Instant::now() >= give_up {
+        let open = |p: &&Value| matches!(p["status"].as_str(), Some("processing" | "requires_capture"));
+        if !payments.iter().any(|p| open(&p)) || Instant::now() >= give_up {
             return Ok(payments);
         }
     }
@@ -158,6 +167,9 @@ pub async fn check(
     let ledger: Value =
         http.get(format!("{}/v1/ledger", targets.bank)).send().await?.error_for_status()?.json().await?;
     let charges = ledger["charges"].as_array().cloned().unwrap_or_default();
+    let authorizations = ledger["authorizations"].as_array().cloned().unwrap_or_default();
+    let authorization_by_id: HashMap<&str, &Value> =
+        authorizations.iter().filter_map(|a| Some((a["id"].as_str()?, a))).collect();
     let mut by_charge: HashMap<&str, Vec<&Value>> = HashMap::new();
     for payment in payments {
         if let Some(charge) = payment["bank_charge_id"].as_str() {
@@ -174,7 +186,11 @@ pub async fn check(
     let mut charged_per_client_key: HashMap<&str, u64> = HashMap::new();
     let mut charges_of_no_client = 0;
     for charge in charges.iter().filter(|c| c["status"] == "approved") {
-        let bank_key = charge["idempotency_key"].as_str().unwrap_or_default();
+        // A capture's charge is under the capture's key; its client key is its authorization's.
+        let bank_key = match charge["authorization_id"].as_str().and_then(|id| authorization_by_id.get(id)) {
+            Some(authorization) => authorization["idempotency_key"].as_str().unwrap_or_default(),
+            None => charge["idempotency_key"].as_str().unwrap_or_default(),
+        };
         match client_key_of.get(bank_key) {
             Some(key) => *charged_per_client_key.entry(key).or_default() += 1,
             None => {
@@ -191,8 +207,12 @@ pub async fn check(
             .collect();
         match settled.as_slice() {
             [payment] => {
-                if payment["amount"] != charge["amount"] {
+                if payment["amount_captured"] != charge["amount"] {
                     amount_mismatch += 1;
+                    report.examples.push(format!(
+                        "payment {} captured {} but its charge is {}",
+                        payment["id"], payment["amount_captured"], charge["amount"]
+                    ));
                 }
                 let key = payment["order_id"].as_str().unwrap_or_default().to_owned();
                 *approved_per_key.entry(key).or_default() += 1;
@@ -272,6 +292,88 @@ pub async fn check(
     }
     let processing = payments.iter().filter(|p| p["status"] == "processing").count() as u64;
 
+    // Two-step payments, against the bank's authorizations.
+    let mut charges_of_authorization: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for charge in &charges {
+        if let Some(id) = charge["authorization_id"].as_str() {
+            charges_of_authorization.entry(id).or_default().push(charge);
+        }
+    }
+    let mut over_captured = 0;
+    let mut captured_after_release = 0;
+    let mut holds_left = 0;
+    for authorization in &authorizations {
+        let id = authorization["id"].as_str().unwrap_or_default();
+        let captured = authorization["captured_amount"].as_i64().unwrap_or(0);
+        let made = charges_of_authorization.get(id).map_or(0, Vec::len);
+        if captured > authorization["amount"].as_i64().unwrap_or(0) || made > 1 {
+            over_captured += 1;
+            report.examples.push(format!("authorization {id} captured {captured} in {made} charges"));
+        }
+        match authorization["status"].as_str() {
+            Some("voided" | "expired") if captured > 0 || made > 0 => {
+                captured_after_release += 1;
+                report.examples.push(format!("authorization {id} was released and captured"));
+            }
+            Some("authorized") => {
+                holds_left += 1;
+                report.examples.push(format!("authorization {id} is still held"));
+            }
+            _ => {}
+        }
+    }
+    let hold_of_key: HashMap<&str, &Value> = authorizations
+        .iter()
+        .filter_map(|a| Some((client_key_of.get(a["idempotency_key"].as_str()?)?.as_str(), a)))
+        .collect();
+    for payment in payments.iter().filter(|p| p["status"] == "canceled") {
+        let hold = hold_of_key.get(payment["order_id"].as_str().unwrap_or_default());
+        if hold.is_some_and(|h| h["status"] == "captured") {
+            captured_after_release += 1;
+            report.examples.push(format!("payment {} is canceled but its hold was captured", payment["id"]));
+        }
+    }
+    // What each payment says it took, less what it gave back, is what moved at the bank.
+    let mut moved_mismatch = 0;
+    for payment in payments {
+        let charge = payment["bank_charge_id"].as_str().and_then(|id| charge_by_id.get(id));
+        let moved = charge
+            .filter(|c| c["status"] == "approved")
+            .map_or(0, |c| c["amount"].as_i64().unwrap_or(0) - c["refunded_amount"].as_i64().unwrap_or(0));
+        let said = payment["amount_captured"].as_i64().unwrap_or(0) - payment["amount_refunded"].as_i64().unwrap_or(0);
+        if moved != said && !(plan.store_may_forget && charge.is_some()) {
+            moved_mismatch += 1;
+            report.examples.push(format!("payment {} says {said} moved, the bank {moved}", payment["id"]));
+        }
+    }
+    // Every capture or cancel a client saw succeed happened, once.
+    let mut verbs_not_once = 0;
+    for hold in &driven.holds {
+        let authorization = hold_of_key.get(hold.key.as_str());
+        let status = authorization.and_then(|a| a["status"].as_str()).unwrap_or("missing");
+        let made = authorization
+            .and_then(|a| charges_of_authorization.get(a["id"].as_str().unwrap_or_default()))
+            .map_or(0, Vec::len);
+        let wrong = match (hold.captured, hold.canceled) {
+            (Some(amount), false) => {
+                status != "captured" || made != 1 || authorization.is_some_and(|a| a["captured_amount"] != amount)
+            }
+            (None, true) => !matches!(status, "voided" | "expired") || made != 0,
+            (None, false) => false,
+            (Some(_), true) => true,
+        };
+        if wrong || hold.diverged {
+            verbs_not_once += 1;
+            report.examples.push(format!(
+                "{}: clients saw captured {:?}, canceled {}{}; the bank says {status} with {made} charges",
+                hold.key,
+                hold.captured,
+                hold.canceled,
+                if hold.diverged { " (a key answered two ways, or both won)" } else { "" }
+            ));
+        }
+    }
+
     let count_status = |status: &str| finals.values().flatten().filter(|f| f.status == status).count() as u64;
     report.figures.insert("logical payments", finals.len() as u64);
     report.figures.insert("client requests sent", tally.sent.load(Ordering::Relaxed));
@@ -297,6 +399,16 @@ pub async fn check(
     report.figures.insert("bank charges approved", charges.iter().filter(|c| c["status"] == "approved").count() as u64);
     report.figures.insert("bank charges declined", charges.iter().filter(|c| c["status"] == "declined").count() as u64);
     report.figures.insert("payments refunded by clients", refunds_answered);
+    report.figures.insert("two-step: authorized", driven.holds.len() as u64);
+    report
+        .figures
+        .insert("two-step: captures clients saw", driven.holds.iter().filter(|h| h.captured.is_some()).count() as u64);
+    report.figures.insert("two-step: cancels clients saw", driven.holds.iter().filter(|h| h.canceled).count() as u64);
+    let expired = payments.iter().filter(|p| p["cancellation_reason"] == "expired").count() as u64;
+    report.figures.insert("two-step: expired (canceled by the gateway)", expired);
+    let held_at_bank = |status: &str| authorizations.iter().filter(|a| a["status"] == status).count() as u64;
+    report.figures.insert("bank authorizations captured", held_at_bank("captured"));
+    report.figures.insert("bank authorizations voided", held_at_bank("voided"));
     report
         .figures
         .insert("bank refunds", charges.iter().map(|c| c["refunds"].as_array().map_or(0, Vec::len) as u64).sum());
@@ -312,6 +424,11 @@ pub async fn check(
         ("every payment seen succeeded is charged once", seen_succeeded_not_charged_once),
         ("duplicates of a key see the same payment", diverged),
         ("refunds: clients, gateway and bank agree", refund_disagreements),
+        ("holds: never captured more than authorized, nor twice", over_captured),
+        ("holds: nothing captured after a cancel or expiry", captured_after_release),
+        ("holds: none left held at the bank", holds_left),
+        ("captured minus refunded is what the bank moved", moved_mismatch),
+        ("every capture or cancel a client saw happened once", verbs_not_once),
         ("no payment left processing", processing),
         ("no 500 ever", tally.server_errors.load(Ordering::Relaxed)),
         ("every payment got a final answer", unanswered),

@@ -1,5 +1,6 @@
 //! The reduced soak of `./run.sh test`: 2,000 payments by careful clients through every fault
-//! kind, with an outage in the middle, then every invariant checked against the bank's ledger.
+//! kind, with an outage in the middle, a fifth of them two-step (captured, canceled, raced or left
+//! to expire), then every invariant checked against the bank's ledger.
 //! It asserts correctness only, never timings.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
@@ -35,6 +36,7 @@ async fn two_thousand_payments_through_chaos_keep_every_invariant() {
     config.breaker_open_max_ms = 1_000;
     // The bank's hangs last 400 ms, so nothing can commit later than that.
     config.commit_window_ms = 1_500;
+    config.authorization_ttl_s = 2;
     let gateway = TestGateway::start(config).await;
 
     let targets = Targets { gateways: vec![gateway.url.clone()], bank: bank.url.clone(), api_key: MERCHANT_A.1.into() };
@@ -43,6 +45,7 @@ async fn two_thousand_payments_through_chaos_keep_every_invariant() {
         concurrency: 96,
         duplicate_share: 0.1,
         refund_share: 0.1,
+        two_step_share: 0.2,
         payment_deadline: Duration::from_secs(60),
         store_may_forget: false,
     };

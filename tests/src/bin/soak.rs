@@ -40,6 +40,10 @@ struct Args {
     /// Share of succeeded payments then refunded: two partial refunds at once, then the rest.
     #[arg(long, env = "SOAK_REFUNDS", default_value_t = 0.2)]
     refunds: f64,
+    /// Share of payments that only authorize, then are captured (all or half), canceled, both at
+    /// once, or left to expire (the gateway's authorizations last 4 s here).
+    #[arg(long, env = "SOAK_TWO_STEP", default_value_t = 0.2)]
+    two_step: f64,
     /// Kill Redis at 60 % of the run and restart it (its append-only file is fsynced).
     #[arg(long)]
     restart_redis: bool,
@@ -53,9 +57,20 @@ struct Args {
 }
 
 /// On top of the process helper's quick timings (500 ms attempts, 1.5 s deadline, 2 s lease, 3 s
-/// commit window): short breaker open periods, no rate limit in the way, quiet logs.
-const GATEWAY_ARGS: [&str; 8] =
-    ["--breaker-open-ms", "500", "--breaker-open-max-ms", "2000", "--rate-limit-per-sec", "1000000", "--log", "warn"];
+/// commit window): short breaker open periods, no rate limit in the way, authorizations that
+/// expire after 4 s, quiet logs.
+const GATEWAY_ARGS: [&str; 10] = [
+    "--breaker-open-ms",
+    "500",
+    "--breaker-open-max-ms",
+    "2000",
+    "--rate-limit-per-sec",
+    "1000000",
+    "--authorization-ttl-s",
+    "4",
+    "--log",
+    "warn",
+];
 
 async fn run(args: Args) -> anyhow::Result<bool> {
     let redis_installed = std::process::Command::new("redis-server").arg("--version").output().is_ok();
@@ -115,10 +130,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     ]});
     http.post(format!("{bank}/chaos/scenario")).json(&scenario).send().await?.error_for_status()?;
     println!(
-        "soak: {} payments, {} clients, {:.0} % duplicates, {:.0} % faults, {} gateway(s) on {store_kind}{}{}{}",
+        "soak: {} payments, {} clients, {:.0} % duplicates, {:.0} % two-step, {:.0} % faults, {} gateway(s) on {store_kind}{}{}{}",
         args.payments,
         args.concurrency,
         args.duplicates * 100.0,
+        args.two_step * 100.0,
         args.fault_rate * 100.0,
         gateways.len(),
         if args.kill_gateway { ", kill -9 mid-run" } else { "" },
@@ -132,6 +148,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         concurrency: args.concurrency,
         duplicate_share: args.duplicates,
         refund_share: args.refunds,
+        two_step_share: args.two_step,
         payment_deadline: Duration::from_secs(120),
         store_may_forget: args.lose_redis_data,
     };
