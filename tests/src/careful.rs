@@ -38,13 +38,15 @@ pub struct ClientTally {
 }
 
 /// The final answer a client got for a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Final {
     pub status: String,
     pub payment_id: String,
     pub amount: i64,
     /// The bank charge the payment names, once settled.
     pub charge_id: Option<String>,
+    /// The bank authorization it names, for a two-step payment.
+    pub authorization_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +55,20 @@ struct PaymentView {
     status: String,
     #[serde(default)]
     bank_charge_id: Option<String>,
+    #[serde(default)]
+    bank_authorization_id: Option<String>,
+}
+
+impl PaymentView {
+    fn into_final(self, amount: i64) -> Final {
+        Final {
+            status: self.status,
+            payment_id: self.id,
+            amount,
+            charge_id: self.bank_charge_id,
+            authorization_id: self.bank_authorization_id,
+        }
+    }
 }
 
 /// What polling a 202 came to.
@@ -140,6 +156,18 @@ pub struct HoldTally {
     pub canceled: bool,
     /// A verb's key answered two different ways, or a capture and a cancel both succeeded.
     pub diverged: bool,
+    /// Some answer was 404: the store lost the payment (only when it may lose its data).
+    pub forgotten: bool,
+}
+
+/// What one round of a hold's fate was answered.
+struct HoldAnswers {
+    capture: Option<VerbFinal>,
+    cancel: Option<VerbFinal>,
+    /// A verb key answered two ways.
+    diverged: bool,
+    /// Some answer was 404 (the payment is gone).
+    forgotten: bool,
 }
 
 /// What a two-step payment's clients do once it is authorized, chosen by its sequence number.
@@ -226,11 +254,7 @@ impl CarefulClient {
             let (gateway, backoff, reply) = self.send(turn, &mut attempt, "/v1/payments", key, &body).await;
             let Some(reply) = reply else { continue };
             match reply.status {
-                201 | 402 => {
-                    let payment = view(&reply)?;
-                    let charge_id = payment.bank_charge_id;
-                    return Some(Final { status: payment.status, payment_id: payment.id, amount, charge_id });
-                }
+                201 | 402 => return Some(view(&reply)?.into_final(amount)),
                 202 => {
                     let id = view(&reply)?.id;
                     match self.poll_until_settled(gateway, &id, amount, give_up).await {
@@ -305,8 +329,7 @@ impl CarefulClient {
             }
             let Some(payment) = view(&reply) else { continue };
             if payment.status != "processing" {
-                let charge_id = payment.bank_charge_id;
-                return Polled::Settled(Final { status: payment.status, payment_id: id.to_owned(), amount, charge_id });
+                return Polled::Settled(payment.into_final(amount));
             }
         }
         Polled::GaveUp
@@ -454,48 +477,44 @@ impl PaymentSession {
         self
     }
 
-    /// What the clients of an authorized payment do with it, and what they were told.
+    /// What the clients of an authorized payment do with it, and what they were told. A verb that
+    /// finds the payment gone (404: the store lost its data) authorizes the key again (the bank
+    /// answers with the same hold) and is sent again to the payment that names it now.
     async fn settle_hold(&mut self, key: &str, held: &Final, seq: u64, turn: usize) {
-        let id = held.payment_id.as_str();
-        let (capture_key, cancel_key) = (format!("{key}-capture"), format!("{key}-cancel"));
-        let half = Some((held.amount / 2).max(1));
-        let deadline = self.deadline;
-        let (capture, cancel) = match Fate::of(seq) {
-            Fate::CaptureAll => (self.main.hold_verb(id, "capture", &capture_key, None, deadline, turn).await, None),
-            Fate::CaptureHalf => (self.main.hold_verb(id, "capture", &capture_key, half, deadline, turn).await, None),
-            Fate::Cancel => (None, self.main.hold_verb(id, "cancel", &cancel_key, None, deadline, turn).await),
-            Fate::Race => {
-                let (capture, cancel) = tokio::join!(
-                    self.main.hold_verb(id, "capture", &capture_key, None, deadline, turn),
-                    self.twin.hold_verb(id, "cancel", &cancel_key, None, deadline, turn + 1)
-                );
-                (capture, cancel)
+        let mut id = held.payment_id.clone();
+        let (mut captured, mut canceled, mut diverged, mut forgotten) = (None, false, false, false);
+        for _ in 0..3 {
+            let answers = self.hold_fate(key, &id, held.amount, Fate::of(seq), turn).await;
+            if let Some(VerbFinal::Done { amount_captured, .. }) = answers.capture {
+                captured = captured.or(Some(amount_captured));
             }
-            Fate::Expire => (None, None),
-        };
-        // Each key again, from the other client: it must answer as it did.
-        let capture_again = match (&capture, Fate::of(seq)) {
-            (Some(_), Fate::CaptureHalf) => {
-                self.twin.hold_verb(id, "capture", &capture_key, half, deadline, turn).await
+            canceled |= matches!(answers.cancel, Some(VerbFinal::Done { .. }));
+            diverged |= answers.diverged;
+            forgotten |= answers.forgotten;
+            let gone = [&answers.capture, &answers.cancel]
+                .into_iter()
+                .any(|answer| matches!(answer, Some(VerbFinal::Refused { status: 404, .. })));
+            if !gone {
+                break;
             }
-            (Some(_), _) => self.twin.hold_verb(id, "capture", &capture_key, None, deadline, turn).await,
-            (None, _) => None,
-        };
-        let cancel_again = match &cancel {
-            Some(_) => self.twin.hold_verb(id, "cancel", &cancel_key, None, deadline, turn).await,
-            None => None,
-        };
-        let captured = match &capture {
-            Some(VerbFinal::Done { amount_captured, .. }) => Some(*amount_captured),
-            _ => None,
-        };
-        let canceled = matches!(cancel, Some(VerbFinal::Done { .. }));
-        let diverged = capture_again != capture || cancel_again != cancel || (captured.is_some() && canceled);
-        self.holds.push(HoldTally { key: key.to_owned(), payment_id: id.to_owned(), captured, canceled, diverged });
+            match self.main.pay(key, held.amount, self.deadline, turn).await {
+                Some(again) if again.status == "requires_capture" => id = again.payment_id,
+                _ => break,
+            }
+        }
+        diverged |= captured.is_some() && canceled;
+        self.holds.push(HoldTally {
+            key: key.to_owned(),
+            payment_id: id.clone(),
+            captured,
+            canceled,
+            diverged,
+            forgotten,
+        });
         if let Some(amount) = captured
             && fastrand::f64() < self.refund_share
         {
-            let paid = Final { status: "succeeded".into(), amount, charge_id: None, payment_id: id.to_owned() };
+            let paid = Final { status: "succeeded".into(), amount, payment_id: id.clone(), ..Final::default() };
             self.refund_all(key, &paid, turn).await;
         }
     }
@@ -533,6 +552,42 @@ impl PaymentSession {
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         (0..workers.max(1)).map(|_| Self::new(targets, tally, &run_id, duplicate_share, deadline)).collect()
     }
+
+    /// One round of a hold's fate on payment `id`, each verb key sent again by the other client.
+    async fn hold_fate(&mut self, key: &str, id: &str, amount: i64, fate: Fate, turn: usize) -> HoldAnswers {
+        let (capture_key, cancel_key) = (format!("{key}-capture"), format!("{key}-cancel"));
+        let part = match fate {
+            Fate::CaptureHalf => Some((amount / 2).max(1)),
+            _ => None,
+        };
+        let deadline = self.deadline;
+        let (capture, cancel) = match fate {
+            Fate::CaptureAll | Fate::CaptureHalf => {
+                (self.main.hold_verb(id, "capture", &capture_key, part, deadline, turn).await, None)
+            }
+            Fate::Cancel => (None, self.main.hold_verb(id, "cancel", &cancel_key, None, deadline, turn).await),
+            Fate::Race => {
+                tokio::join!(
+                    self.main.hold_verb(id, "capture", &capture_key, None, deadline, turn),
+                    self.twin.hold_verb(id, "cancel", &cancel_key, None, deadline, turn + 1)
+                )
+            }
+            Fate::Expire => (None, None),
+        };
+        let capture_again = match &capture {
+            Some(_) => self.twin.hold_verb(id, "capture", &capture_key, part, deadline, turn).await,
+            None => None,
+        };
+        let cancel_again = match &cancel {
+            Some(_) => self.twin.hold_verb(id, "cancel", &cancel_key, None, deadline, turn).await,
+            None => None,
+        };
+        let diverged = capture_again != capture || cancel_again != cancel;
+        let forgotten = [&capture, &cancel, &capture_again, &cancel_again]
+            .into_iter()
+            .any(|answer| matches!(answer, Some(VerbFinal::Refused { status: 404, .. })));
+        HoldAnswers { capture, cancel, diverged, forgotten }
+    }
 }
 
 impl Session for PaymentSession {
@@ -550,12 +605,14 @@ impl Session for PaymentSession {
             let again = self.main.pay(&key, amount, self.deadline, turn).await;
             let answers = [a, b, again];
             let settled: Vec<&Final> = answers.iter().flatten().collect();
-            // The same payment; or, after a store lost its data, the same bank charge.
+            // The same payment; or, after a store lost its data, the same bank charge (or hold).
             let same = |x: &Final, y: &Final| {
-                x.payment_id == y.payment_id || (x.charge_id.is_some() && x.charge_id == y.charge_id)
+                x.payment_id == y.payment_id
+                    || (x.charge_id.is_some() && x.charge_id == y.charge_id)
+                    || (x.authorization_id.is_some() && x.authorization_id == y.authorization_id)
             };
             if settled.windows(2).any(|w| !same(w[0], w[1])) {
-                Some(Final { status: "DIVERGED".into(), payment_id: String::new(), amount, charge_id: None })
+                Some(Final { status: "DIVERGED".into(), amount, ..Final::default() })
             } else {
                 answers.into_iter().flatten().next()
             }

@@ -24,7 +24,9 @@ use crate::bank::{
 };
 use crate::error::{Operation, PaymentError};
 use crate::fingerprint::bank_key;
-use crate::model::{CardSummary, Change, ChargeOutcome, CreatePayment, Payment, PaymentStatus};
+use crate::model::{
+    CancellationReason, CardSummary, Change, ChargeOutcome, CreatePayment, HoldClosed, Payment, PaymentStatus,
+};
 use crate::store::{Claim, ClaimRequest, KeyStatus, key_status, now_ms};
 
 /// What one payment request carries through the charge.
@@ -43,17 +45,28 @@ fn outcome_of(charge: &BankCharge) -> ChargeOutcome {
         id: charge.id.clone(),
         approved: charge.status == ChargeStatus::Approved,
         decline_code: charge.decline_code.clone(),
+        closed: None,
     }
 }
 
 /// What the bank said about the authorization of a payment made with `capture: false`: approved
-/// once held, whatever became of the hold since (its capture, cancel or expiry are settled on
-/// their own).
+/// once held, and what became of the hold since, if it is closed (found so by a retry after the
+/// store forgot the payment).
 fn authorization_outcome(authorization: &BankAuthorization) -> ChargeOutcome {
+    let closed = match authorization.status {
+        AuthorizationStatus::Captured => Some(HoldClosed::Captured {
+            amount: authorization.captured_amount,
+            charge_id: authorization.charge_id.clone().unwrap_or_default(),
+        }),
+        AuthorizationStatus::Voided => Some(HoldClosed::Released(CancellationReason::Requested)),
+        AuthorizationStatus::Expired => Some(HoldClosed::Released(CancellationReason::Expired)),
+        AuthorizationStatus::Authorized | AuthorizationStatus::Declined => None,
+    };
     ChargeOutcome {
         id: authorization.id.clone(),
         approved: authorization.status != AuthorizationStatus::Declined,
         decline_code: authorization.decline_code.clone(),
+        closed,
     }
 }
 

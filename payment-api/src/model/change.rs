@@ -16,6 +16,16 @@ pub struct ChargeOutcome {
     pub id: String,
     pub approved: bool,
     pub decline_code: Option<String>,
+    /// For an authorization found already closed at the bank (a retry after the store forgot the
+    /// payment whose hold was captured or released): what became of it.
+    pub closed: Option<HoldClosed>,
+}
+
+/// What became of a hold the bank no longer holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldClosed {
+    Captured { amount: i64, charge_id: String },
+    Released(CancellationReason),
 }
 
 /// One change to a payment. The store applies changes against the payment's current version;
@@ -122,6 +132,20 @@ impl Payment {
                         next.amount_captured = outcome.approved.then_some(self.amount);
                     } else {
                         next.authorization_id = Some(outcome.id.clone());
+                        match &outcome.closed {
+                            Some(HoldClosed::Captured { amount, charge_id }) if outcome.approved => {
+                                next.status = PaymentStatus::Succeeded;
+                                next.amount_captured = Some(*amount);
+                                next.bank_charge_id = Some(charge_id.clone());
+                            }
+                            Some(HoldClosed::Released(reason)) if outcome.approved => {
+                                next.status = PaymentStatus::Canceled;
+                                next.cancellation_reason = Some(*reason);
+                                next.canceled_at = Some(now);
+                                next.amount_captured = Some(0);
+                            }
+                            _ => {}
+                        }
                     }
                 }
                 next.reconcile_after = next.next_due();
@@ -349,7 +373,7 @@ mod tests {
     }
 
     fn settle(revive: bool) -> Change {
-        let outcome = ChargeOutcome { id: "ch_1".into(), approved: true, decline_code: None };
+        let outcome = ChargeOutcome { id: "ch_1".into(), approved: true, decline_code: None, closed: None };
         Change::Settle { outcome, attempts: 0, revive }
     }
 

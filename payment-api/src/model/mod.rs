@@ -5,7 +5,7 @@ pub mod change;
 pub mod payment;
 pub mod request;
 
-pub use change::{Change, ChargeOutcome, Refusal};
+pub use change::{Change, ChargeOutcome, HoldClosed, Refusal};
 pub use payment::{
     CancellationReason, CardSummary, HoldEnd, Payment, PaymentStatus, PendingKind, PendingOperation, PublicPayment,
     PublicRefund, Refund, RefundStatus,

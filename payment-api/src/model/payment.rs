@@ -203,6 +203,8 @@ pub struct PublicPayment<'a> {
     pub decline_code: Option<&'a str>,
     pub failure_reason: Option<&'a str>,
     pub bank_charge_id: Option<&'a str>,
+    /// The bank's authorization (its hold), for a payment made with `capture: false`.
+    pub bank_authorization_id: Option<&'a str>,
     pub attempts: u32,
     /// `false`: an authorization, captured or canceled later.
     pub capture: bool,
@@ -236,6 +238,7 @@ impl Payment {
             decline_code: self.decline_code.as_deref(),
             failure_reason: self.failure_reason.as_deref(),
             bank_charge_id: self.bank_charge_id.as_deref(),
+            bank_authorization_id: self.authorization_id.as_deref(),
             attempts: self.attempts,
             capture: self.capture,
             amount_capturable: self.capturable(),
