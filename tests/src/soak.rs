@@ -396,6 +396,7 @@ pub async fn check(
     report.figures.insert("gateway payments (all attempts)", payments.len() as u64);
     for (status, count) in tally.statuses.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         let name: &'static str = match status {
+            200 => "answers 200 (captures and cancels)",
             201 => "answers 201",
             202 => "answers 202 (then polled)",
             402 => "answers 402",
