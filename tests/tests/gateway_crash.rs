@@ -102,3 +102,64 @@ async fn a_gateway_killed_mid_flight_loses_nothing_and_charges_nothing_twice() {
     drop(gateway);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The same for the two ends of an authorization: captures and cancels in flight at the bank when
+/// the gateway dies are settled after the restart (by the clients' retries or the reconciler), each
+/// exactly once, and no hold is left.
+#[tokio::test]
+async fn a_gateway_killed_mid_capture_or_cancel_does_each_exactly_once() {
+    let bank = TestBank::start().await;
+    let dir = std::env::temp_dir().join(format!("rp-crash-hold-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
+    let store = format!("redb:{}", dir.join("gateway.redb").display());
+    let gateway = start_gateway(&bank.url, &store).await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let body = tests::authorization_body(1_000 + i, APPROVE, "crash-hold");
+        let response = pay(&client, &gateway.url, &format!("hold-{i}"), &body).await.unwrap();
+        assert_eq!(response.status(), 201);
+        held.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    // Half the verbs hang at the bank and commit after the gateway is dead.
+    bank.patch_chaos(json!({"timeout_rate": 0.5, "hang_ms": 600, "latency": {"base_ms": 300}, "seed": 5})).await;
+    let before = bank.stats().await["requests"].as_u64().unwrap();
+    let verb = |i: usize| if i.is_multiple_of(2) { "capture" } else { "cancel" };
+    let send = |client: reqwest::Client, url: String, id: String, i: usize| async move {
+        client
+            .post(format!("{url}/v1/payments/{id}/{}", verb(i)))
+            .bearer_auth(MERCHANT_A.1)
+            .header("Idempotency-Key", format!("verb-{i}"))
+            .send()
+            .await
+    };
+    let mut in_flight = Vec::new();
+    for (i, id) in held.iter().enumerate() {
+        in_flight.push(tokio::spawn(send(client.clone(), gateway.url.clone(), id.clone(), i)));
+    }
+    wait_for("every verb to reach the bank", Duration::from_secs(10), || async {
+        (bank.stats().await["requests"].as_u64().unwrap() >= before + 10).then_some(())
+    })
+    .await;
+    drop(gateway); // kill -9
+    for request in in_flight {
+        assert!(request.await.unwrap().is_err(), "no answer came from the dead gateway");
+    }
+
+    bank.client.post(bank.at("/chaos/presets/healthy")).send().await.unwrap();
+    let gateway = start_gateway(&bank.url, &store).await;
+    for (i, id) in held.iter().enumerate() {
+        let done = wait_for("the verb's final answer", Duration::from_secs(20), || async {
+            let response = send(client.clone(), gateway.url.clone(), id.clone(), i).await.ok()?;
+            (response.status() == 200).then_some(())?;
+            response.json::<Value>().await.ok()
+        })
+        .await;
+        assert_eq!(done["status"], if verb(i) == "capture" { "succeeded" } else { "canceled" }, "{done}");
+    }
+    let ledger = bank.ledger().await;
+    let totals = &ledger["totals"]["authorizations"];
+    assert_eq!((totals["captured"].as_u64(), totals["voided"].as_u64()), (Some(5), Some(5)), "{totals}");
+    assert_eq!((totals["authorized"].as_u64(), ledger["totals"]["charges"].as_u64()), (Some(0), Some(5)));
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -421,3 +421,85 @@ async fn a_capture_reset_on_the_wire_is_found_not_done_and_retried() {
 async fn a_cancel_reset_on_the_wire_is_found_not_done_and_retried() {
     reset_verb_is_found_not_done_and_retried(Verb::Cancel).await;
 }
+
+/// Every verb at once on one authorization: three captures and three cancels under distinct keys
+/// (each key twice), three refunds and the authorization's own key again. At most one capture key
+/// or one cancel key wins, never both; refunds only come after a capture and never exceed it;
+/// the gateway, the answers and the ledger agree.
+#[tokio::test]
+async fn every_verb_races_on_one_authorization() {
+    let bank = TestBank::start().await;
+    bank.patch_chaos(json!({"latency": {"base_ms": 2, "jitter_ms": 15}})).await;
+    let gateway = Arc::new(TestGateway::start(TestGateway::config(&bank.url, "memory")).await);
+    for round in 0..5 {
+        let tag = format!("all-{round}");
+        let held = authorize(&gateway, &tag, 1_000).await;
+        let id = held["id"].as_str().unwrap().to_owned();
+        let mut tasks = Vec::new();
+        for (verb, n) in [("capture", 3), ("cancel", 3), ("refund", 3)] {
+            for i in 0..n {
+                let copies = if verb == "refund" { 1 } else { 2 };
+                for _ in 0..copies {
+                    let (gateway, id, key) = (Arc::clone(&gateway), id.clone(), format!("{tag}-{verb}-{i}"));
+                    tasks.push(tokio::spawn(async move {
+                        let response = match verb {
+                            "capture" => gateway.capture(&id, &key, None).await,
+                            "cancel" => gateway.cancel(&id, &key).await,
+                            _ => gateway.refund(&id, &key, Some(json!({"amount": 100}))).await,
+                        };
+                        (verb, key, answer(response).await)
+                    }));
+                }
+            }
+        }
+        let replay = {
+            let (gateway, tag) = (Arc::clone(&gateway), tag.clone());
+            tokio::spawn(
+                async move { answer(gateway.pay(&tag, &authorization_body(1_000, APPROVE, &tag)).await).await },
+            )
+        };
+        let mut won = std::collections::HashMap::new();
+        let mut refunded = 0;
+        for task in tasks {
+            let (verb, key, (status, body)) = task.await.unwrap();
+            match (verb, status) {
+                ("capture" | "cancel", 200) => {
+                    if let Some(earlier) = won.insert(key.clone(), body["status"].clone()) {
+                        assert_eq!(earlier, body["status"], "{key} answered two ways");
+                    }
+                }
+                ("refund", 201) => refunded += body["amount"].as_i64().unwrap(),
+                (_, 409) => {
+                    let code = body["code"].as_str().unwrap();
+                    assert!(matches!(code, "invalid_state" | "idempotency_key_in_use"), "{key}: {body}");
+                }
+                other => panic!("{key}: unexpected {other:?}: {body}"),
+            }
+        }
+        let (status, again) = replay.await.unwrap();
+        assert_eq!((status, &again["id"]), (201, &held["id"]), "the authorization's key replays");
+        assert!(won.len() <= 1, "{tag}: more than one capture or cancel key won: {won:?}");
+        let settled = wait_for("nothing left pending", Duration::from_secs(20), || async {
+            let payment = gateway.payment(&id).await;
+            (payment["status"] != "processing").then_some(payment)
+        })
+        .await;
+        let hold = ledger_authorization(&bank.ledger().await, settled["bank_authorization_id"].as_str().unwrap());
+        match settled["status"].as_str().unwrap() {
+            "succeeded" | "partially_refunded" => {
+                assert_eq!(hold["status"], "captured");
+                let charge = &bank.charges_by_id().await[settled["bank_charge_id"].as_str().unwrap()];
+                assert_eq!(charge["refunded_amount"].as_i64().unwrap(), refunded, "{tag}: refunds agree with the bank");
+                assert_eq!(settled["amount_refunded"].as_i64().unwrap(), refunded);
+            }
+            "canceled" => {
+                assert_eq!(hold["status"], "voided");
+                assert_eq!(refunded, 0, "{tag}: nothing refunded of a canceled hold");
+            }
+            "requires_capture" => assert!(won.is_empty(), "{tag}: a winner but still held"),
+            other => panic!("{tag}: {other}"),
+        }
+    }
+    let ledger = bank.ledger().await;
+    assert_eq!(ledger["totals"]["charges"], ledger["totals"]["authorizations"]["captured"]);
+}
