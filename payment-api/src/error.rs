@@ -80,6 +80,9 @@ pub enum PaymentError {
     /// The payment's status does not allow the operation.
     #[error("payment {payment_id} is {status}; {}", .operation.allowed_from())]
     InvalidState { operation: Operation, payment_id: String, status: PaymentStatus },
+    /// An authorization past its `capture_before`: the gateway cancels it; it cannot be captured.
+    #[error("the authorization of payment {payment_id} passed its capture_before; it is canceled, not captured")]
+    AuthorizationExpired { payment_id: String },
     /// More than can be refunded, or captured.
     #[error("amount: {}", over_amount(*.operation, *.remaining))]
     OverAmount { operation: Operation, remaining: i64 },
@@ -125,9 +128,9 @@ impl PaymentError {
         match self {
             PaymentError::Invalid(_) | PaymentError::OverAmount { .. } => ErrorCode::ValidationFailed,
             PaymentError::BankRefusedRefund { conflict: false } => ErrorCode::ValidationFailed,
-            PaymentError::BankRefusedRefund { conflict: true } | PaymentError::InvalidState { .. } => {
-                ErrorCode::InvalidState
-            }
+            PaymentError::BankRefusedRefund { conflict: true }
+            | PaymentError::InvalidState { .. }
+            | PaymentError::AuthorizationExpired { .. } => ErrorCode::InvalidState,
             PaymentError::NotFound(_) => ErrorCode::NotFound,
             PaymentError::KeyInUse { .. } => ErrorCode::IdempotencyKeyInUse,
             PaymentError::KeyReused => ErrorCode::IdempotencyKeyReused,

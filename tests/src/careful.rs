@@ -158,16 +158,20 @@ pub struct HoldTally {
     pub diverged: bool,
     /// Some answer was 404: the store lost the payment (only when it may lose its data).
     pub forgotten: bool,
+    /// The answers, when they diverged.
+    pub detail: String,
 }
 
 /// What one round of a hold's fate was answered.
 struct HoldAnswers {
+    /// What each verb came to: done if either of its sendings was.
     capture: Option<VerbFinal>,
     cancel: Option<VerbFinal>,
     /// A verb key answered two ways.
     diverged: bool,
     /// Some answer was 404 (the payment is gone).
     forgotten: bool,
+    detail: String,
 }
 
 /// What a two-step payment's clients do once it is authorized, chosen by its sequence number.
@@ -483,12 +487,16 @@ impl PaymentSession {
     async fn settle_hold(&mut self, key: &str, held: &Final, seq: u64, turn: usize) {
         let mut id = held.payment_id.clone();
         let (mut captured, mut canceled, mut diverged, mut forgotten) = (None, false, false, false);
+        let mut detail = String::new();
         for _ in 0..3 {
             let answers = self.hold_fate(key, &id, held.amount, Fate::of(seq), turn).await;
             if let Some(VerbFinal::Done { amount_captured, .. }) = answers.capture {
                 captured = captured.or(Some(amount_captured));
             }
             canceled |= matches!(answers.cancel, Some(VerbFinal::Done { .. }));
+            if answers.diverged {
+                detail.push_str(&answers.detail);
+            }
             diverged |= answers.diverged;
             forgotten |= answers.forgotten;
             let gone = [&answers.capture, &answers.cancel]
@@ -510,6 +518,7 @@ impl PaymentSession {
             canceled,
             diverged,
             forgotten,
+            detail,
         });
         if let Some(amount) = captured
             && fastrand::f64() < self.refund_share
@@ -582,11 +591,22 @@ impl PaymentSession {
             Some(_) => self.twin.hold_verb(id, "cancel", &cancel_key, None, deadline, turn).await,
             None => None,
         };
-        let diverged = capture_again != capture || cancel_again != cancel;
+        // A done verb's key must replay what it answered; a refused one was not stored, so its
+        // retry may find the payment changed meanwhile (the gateway's own expiry failed, say).
+        let replays = |first: &Option<VerbFinal>, again: &Option<VerbFinal>| {
+            !matches!(first, Some(VerbFinal::Done { .. })) || first == again
+        };
+        let diverged = !replays(&capture, &capture_again) || !replays(&cancel, &cancel_again);
+        let done = |first: Option<VerbFinal>, again: &Option<VerbFinal>| match first {
+            Some(VerbFinal::Done { .. }) => first,
+            _ => again.clone().filter(|a| matches!(a, VerbFinal::Done { .. })).or(first),
+        };
         let forgotten = [&capture, &cancel, &capture_again, &cancel_again]
             .into_iter()
             .any(|answer| matches!(answer, Some(VerbFinal::Refused { status: 404, .. })));
-        HoldAnswers { capture, cancel, diverged, forgotten }
+        let detail = format!("capture {capture:?} then {capture_again:?}; cancel {cancel:?} then {cancel_again:?}");
+        let (capture, cancel) = (done(capture, &capture_again), done(cancel, &cancel_again));
+        HoldAnswers { capture, cancel, diverged, forgotten, detail }
     }
 }
 

@@ -376,11 +376,12 @@ pub async fn check(
         if wrong || diverged {
             verbs_not_once += 1;
             report.examples.push(format!(
-                "{}: clients saw captured {:?}, canceled {}{}; the bank says {status} with {made} charges",
+                "{}: clients saw captured {:?}, canceled {}{}; the bank says {status} with {made} charges {}",
                 hold.key,
                 hold.captured,
                 hold.canceled,
-                if hold.diverged { " (a key answered two ways, or both won)" } else { "" }
+                if hold.diverged { " (a key answered two ways, or both won)" } else { "" },
+                hold.detail,
             ));
         }
     }

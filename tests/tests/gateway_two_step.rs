@@ -182,6 +182,29 @@ async fn an_authorization_not_captured_in_time_is_canceled_as_expired() {
 }
 
 #[tokio::test]
+async fn an_authorization_past_capture_before_is_not_captured_even_before_the_reconciler_cancels_it() {
+    let bank = TestBank::start().await;
+    let mut config = TestGateway::config(&bank.url, "memory");
+    config.authorization_ttl_s = 1;
+    config.reconcile_interval_ms = 600_000; // the reconciler will not get to it in this test
+    let gateway = TestGateway::start(config).await;
+    let held = authorize(&gateway, "past", 400).await;
+    let id = held["id"].as_str().unwrap();
+    let before: chrono::DateTime<chrono::Utc> = held["capture_before"].as_str().unwrap().parse().unwrap();
+    wait_for("capture_before to pass", Duration::from_secs(10), || async {
+        (chrono::Utc::now() > before).then_some(())
+    })
+    .await;
+    let (status, problem) = answer(gateway.capture(id, "late", None).await).await;
+    assert_eq!((status, problem["code"].as_str()), (409, Some("invalid_state")), "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("capture_before"), "{problem}");
+    assert_eq!(bank.charge_count().await, 0);
+    // The cancel is still the client's to make.
+    let (status, canceled) = answer(gateway.cancel(id, "cancel").await).await;
+    assert_eq!((status, canceled["status"].as_str()), (200, Some("canceled")), "{canceled}");
+}
+
+#[tokio::test]
 async fn a_hold_the_bank_let_expire_is_canceled_as_expired_when_captured() {
     let bank = TestBank::start_with(tests::BankConfig { authorization_ttl_s: 1, ..tests::BankConfig::default() }).await;
     let gateway = TestGateway::start(TestGateway::config(&bank.url, "memory")).await;
@@ -312,6 +335,13 @@ async fn unknown_outcome_is_settled(verb: Verb, fault: Value) {
     let (status, pending) = verb.send(&gateway, id, "verb-1").await;
     assert_eq!((status, pending["status"].as_str()), (202, Some("processing")), "{fault}: {pending}");
     assert_eq!(pending["amount_capturable"], 0, "nothing can be captured while it is pending");
+    // Listed as it is shown.
+    for (status, listed) in [("processing", true), ("requires_capture", false)] {
+        let page: Value =
+            gateway.get_as(tests::MERCHANT_A.1, &format!("/v1/payments?status={status}")).await.json().await.unwrap();
+        let ids: Vec<&str> = page["data"].as_array().unwrap().iter().filter_map(|p| p["id"].as_str()).collect();
+        assert_eq!(ids.contains(&id), listed, "?status={status}: {ids:?}");
+    }
     let (status, problem) = verb.send(&gateway, id, "verb-other-key").await;
     assert_eq!((status, problem["code"].as_str()), (409, Some("invalid_state")), "{problem}");
 

@@ -193,6 +193,11 @@ impl Gateway {
                 Err(CommitError::Refused(refusal)) => {
                     warn!(payment_id = %unwritten.payment.id, ?refusal, "an unwritten change no longer applies");
                 }
+                Err(CommitError::Store(StoreError::Corrupt(reason))) => {
+                    // It can never be written: drop it rather than hold up the rest (the
+                    // reconciler settles its payment by inquiry).
+                    error!(payment_id = %unwritten.payment.id, reason, "an unwritten outcome cannot be written; dropped");
+                }
                 Err(CommitError::Store(_)) => {
                     // Still down: keep this one and the rest, in order, for the next pass.
                     self.backlog.keep(unwritten);

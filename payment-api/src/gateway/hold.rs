@@ -223,6 +223,7 @@ impl Gateway {
                         PaymentError::InvalidState { operation, payment_id: payment_id.to_owned(), status }
                     }
                     Refusal::OverAmount { remaining } => PaymentError::OverAmount { operation, remaining },
+                    Refusal::Expired => PaymentError::AuthorizationExpired { payment_id: payment_id.to_owned() },
                 };
                 // Nothing was begun: free the key, so a corrected request may use it.
                 return match self.commit_change(payment, &Change::Nothing, &plans.release).await {
@@ -282,7 +283,12 @@ impl Gateway {
         };
         let key = pending.idempotency_key.clone();
         let undone = |error: PaymentError| Outcome {
-            change: Change::OperationNotDone { end, idempotency_key: key.clone(), retry_at: plans.retry_at },
+            change: Change::OperationNotDone {
+                end,
+                idempotency_key: key.clone(),
+                sent_at: pending.last_attempt_at,
+                retry_at: plans.retry_at,
+            },
             plan: plans.release.clone(),
             refused: Some(error),
             may_have_acted: false,
@@ -378,8 +384,12 @@ impl Gateway {
             Inquiry::NotFound if self.commit_window_passed(pending.last_attempt_at) => {
                 let retry_at =
                     pending.idempotency_key.is_none().then(|| Utc::now() + self.settings.reconcile_interval * 2);
-                let change =
-                    Change::OperationNotDone { end, idempotency_key: pending.idempotency_key.clone(), retry_at };
+                let change = Change::OperationNotDone {
+                    end,
+                    idempotency_key: pending.idempotency_key.clone(),
+                    sent_at: pending.last_attempt_at,
+                    retry_at,
+                };
                 self.reconciler_settle(payment, change, release, false).await
             }
             other => {

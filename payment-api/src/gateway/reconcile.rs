@@ -143,7 +143,7 @@ impl Gateway {
                 (Change::RefundSucceeded { id: refund.id.clone() }, plan)
             } else if self.commit_window_passed(last_sent) {
                 let plan = RecordPlan::answer_or_release(&key, Subject::Refund(refund.id.clone()), None, None);
-                (Change::RefundFailed { id: refund.id.clone() }, plan)
+                (Change::RefundFailed { id: refund.id.clone(), sent_at: refund.last_attempt_at }, plan)
             } else {
                 continue;
             };

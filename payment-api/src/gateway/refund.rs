@@ -92,12 +92,16 @@ impl Gateway {
                         payment_id: payment_id.to_owned(),
                         status,
                     },
+                    Refusal::Expired => PaymentError::AuthorizationExpired { payment_id: payment_id.to_owned() },
                     Refusal::OverAmount { remaining } => {
                         PaymentError::OverAmount { operation: Operation::Refund, remaining }
                     }
                 };
                 // Nothing was held: free the key, so a corrected request may use it.
-                return match self.commit_change(payment, &Change::RefundFailed { id: refund_id }, &release).await {
+                return match self
+                    .commit_change(payment, &Change::RefundFailed { id: refund_id, sent_at: None }, &release)
+                    .await
+                {
                     Err(CommitError::Store(store)) => Err(store_failed(store)),
                     Ok(_) | Err(CommitError::Refused(_)) => Err(error),
                 };
@@ -133,7 +137,7 @@ impl Gateway {
         };
         let settlement = self.settlement(report, inherited, read, inquire).await;
         let not_refunded = |error: PaymentError| Outcome {
-            change: Change::RefundFailed { id: refund_id.clone() },
+            change: Change::RefundFailed { id: refund_id.clone(), sent_at: refund.last_attempt_at },
             plan: release.clone(),
             refused: Some(error),
             may_have_acted: false,

@@ -59,8 +59,9 @@ pub enum Change {
     },
     /// The bank refunded.
     RefundSucceeded { id: String },
-    /// The bank surely did not refund: the held amount is free again.
-    RefundFailed { id: String },
+    /// The bank surely did not refund the sending made at `sent_at` (`None`: whatever was sent):
+    /// the held amount is free again. A late write of it never fails a refund sent again since.
+    RefundFailed { id: String, sent_at: Option<DateTime<Utc>> },
     /// The bank's answer about a refund is unknown: the reconciler looks at `at`.
     RefundPending { id: String, at: DateTime<Utc> },
     /// Starts the capture of `amount` (`None`: all) of an authorization, or, for the same capture
@@ -68,8 +69,8 @@ pub enum Change {
     /// the reconciler may look at it if the request dies.
     BeginCapture { amount: Option<i64>, idempotency_key: String, at: DateTime<Utc>, lease: chrono::Duration },
     /// Starts the release of an authorization (a client's cancel, under its key, or the gateway's
-    /// own at `capture_before`), or records that a pending cancel is sent again: every cancel of a
-    /// payment is one release at the bank, so a second one joins the first.
+    /// own at `capture_before`), or records that the same cancel (the same key) is sent again.
+    /// Every cancel of a payment is one void at the bank; while one is pending, another is refused.
     BeginCancel {
         reason: CancellationReason,
         idempotency_key: Option<String>,
@@ -80,10 +81,17 @@ pub enum Change {
     Captured { amount: i64, charge_id: String },
     /// The bank released the hold (voided, or expired).
     Canceled { reason: CancellationReason, at: DateTime<Utc> },
-    /// The bank surely did not do the pending `end` begun under `idempotency_key`: the
-    /// authorization stands as it was. The reconciler looks at it again at `capture_before`, or
-    /// not before `retry_at` (an expiry whose release failed).
-    OperationNotDone { end: HoldEnd, idempotency_key: Option<String>, retry_at: Option<DateTime<Utc>> },
+    /// The bank surely did not do the pending `end` begun under `idempotency_key` and sent at
+    /// `sent_at`: the authorization stands as it was. Only that sending is undone: a late write of
+    /// this change (from the backlog) never clears a newer one, sent again under the same key. The
+    /// reconciler looks at the payment again at `capture_before`, or not before `retry_at` (an
+    /// expiry whose release failed).
+    OperationNotDone {
+        end: HoldEnd,
+        idempotency_key: Option<String>,
+        sent_at: DateTime<Utc>,
+        retry_at: Option<DateTime<Utc>>,
+    },
     /// Changes nothing but the version: the record change that goes with it is written (the
     /// answer of an operation already done, for a retry of a request that died).
     Nothing,
@@ -101,6 +109,8 @@ pub enum Refusal {
     /// More than is left: of what can be refunded (once succeeded and pending refunds count), or
     /// of what is authorized.
     OverAmount { remaining: i64 },
+    /// An authorization past its `capture_before`: the gateway cancels it.
+    Expired,
 }
 
 impl Payment {
@@ -111,7 +121,7 @@ impl Payment {
         match change {
             Change::Resend { at, lease } => {
                 if self.is_settled() {
-                    return Ok(next);
+                    return Ok(next.bumped(self, now));
                 }
                 next.last_attempt_at = Some(*at);
                 next.reconcile_after = Some(*at + *lease);
@@ -212,6 +222,10 @@ impl Payment {
                 if self.status != PaymentStatus::RequiresCapture || self.pending.is_some() {
                     return Err(Refusal::InvalidState(self.shown_status()));
                 }
+                // Past `capture_before` the hold is the gateway's to cancel, not to capture.
+                if self.capture_before.is_some_and(|before| *at >= before) {
+                    return Err(Refusal::Expired);
+                }
                 let amount = amount.unwrap_or(self.amount);
                 if amount <= 0 || amount > self.amount {
                     return Err(Refusal::OverAmount { remaining: self.amount });
@@ -235,8 +249,14 @@ impl Payment {
                 if self.status == PaymentStatus::RequiresCapture {
                     next.status = PaymentStatus::Succeeded;
                     next.amount_captured = Some(*amount);
-                    next.bank_charge_id = Some(charge_id.clone());
-                    next.capture_key = self.pending.as_ref().and_then(|p| p.idempotency_key.clone());
+                    next.bank_charge_id = Some(charge_id.clone()).filter(|id| !id.is_empty());
+                    // The key of the capture that was sent, if one was (a cancel that found the
+                    // hold captured is not its capture).
+                    next.capture_key = self
+                        .pending
+                        .as_ref()
+                        .filter(|p| p.kind.end() == HoldEnd::Capture)
+                        .and_then(|p| p.idempotency_key.clone());
                     next.pending = None;
                     next.reconcile_after = None;
                 }
@@ -258,8 +278,10 @@ impl Payment {
                     next.reconcile_after = None;
                 }
             }
-            Change::OperationNotDone { end, idempotency_key, retry_at } => {
-                if self.pending.as_ref().is_some_and(|p| p.is(*end, idempotency_key.as_deref())) {
+            Change::OperationNotDone { end, idempotency_key, sent_at, retry_at } => {
+                let this_sending =
+                    |p: &PendingOperation| p.is(*end, idempotency_key.as_deref()) && p.last_attempt_at == *sent_at;
+                if self.pending.as_ref().is_some_and(this_sending) {
                     next.pending = None;
                     next.reconcile_after = match (next.next_due(), retry_at) {
                         (Some(due), Some(retry)) => Some(due.max(*retry)),
@@ -274,7 +296,13 @@ impl Payment {
                 }
             }
             Change::RefundSucceeded { id } => next.set_refund_status(id, RefundStatus::Succeeded),
-            Change::RefundFailed { id } => next.set_refund_status(id, RefundStatus::Failed),
+            Change::RefundFailed { id, sent_at } => {
+                let sent_again =
+                    sent_at.is_some_and(|at| self.refund(id).is_some_and(|r| r.last_attempt_at != Some(at)));
+                if !sent_again {
+                    next.set_refund_status(id, RefundStatus::Failed);
+                }
+            }
             Change::RefundPending { id, at } => {
                 if self.refund(id).is_some_and(|r| r.status == RefundStatus::Pending) {
                     next.reconcile_after = Some(*at);
@@ -411,7 +439,7 @@ mod tests {
         assert_eq!(held.apply(&reserve("re_3", Some(1)), Utc::now()), Err(Refusal::OverAmount { remaining: 0 }));
         let one = apply(&held, &Change::RefundSucceeded { id: "re_1".into() });
         let both = apply(
-            &apply(&one, &Change::RefundFailed { id: "re_2".into() }),
+            &apply(&one, &Change::RefundFailed { id: "re_2".into(), sent_at: None }),
             &Change::RefundSucceeded { id: "re_2".into() },
         );
         assert_eq!(
@@ -426,5 +454,91 @@ mod tests {
             declined.apply(&reserve("re_9", None), Utc::now()),
             Err(Refusal::InvalidState(PaymentStatus::Declined))
         );
+    }
+
+    /// An authorization of 1000, held until `capture_before` an hour from now.
+    fn authorized() -> Payment {
+        let mut held = processing();
+        held.capture = false;
+        held.capture_before = Some(Utc::now() + chrono::Duration::hours(1));
+        apply(&held, &settle(false))
+    }
+
+    fn begin_capture(key: &str, at: DateTime<Utc>) -> Change {
+        Change::BeginCapture { amount: None, idempotency_key: key.into(), at, lease: chrono::Duration::seconds(30) }
+    }
+
+    #[test]
+    fn an_authorization_is_captured_or_canceled_once_and_never_past_capture_before() {
+        let held = authorized();
+        assert_eq!((held.status, held.capturable(), held.captured()), (PaymentStatus::RequiresCapture, 1000, 0));
+        assert_eq!(held.due_at(), held.capture_before, "the reconciler expires it then");
+        let capturing = apply(&held, &begin_capture("k1", Utc::now()));
+        assert_eq!((capturing.shown_status(), capturing.capturable()), (PaymentStatus::Processing, 0));
+        let cancel = Change::BeginCancel {
+            reason: CancellationReason::Requested,
+            idempotency_key: Some("k2".into()),
+            at: Utc::now(),
+            lease: chrono::Duration::seconds(30),
+        };
+        assert_eq!(capturing.apply(&cancel, Utc::now()), Err(Refusal::InvalidState(PaymentStatus::Processing)));
+        let captured = apply(&capturing, &Change::Captured { amount: 600, charge_id: "ch_9".into() });
+        assert_eq!((captured.status, captured.captured(), captured.refundable()), (PaymentStatus::Succeeded, 600, 600));
+        assert_eq!(captured.capture_key.as_deref(), Some("k1"));
+        let late = held.capture_before.map(|before| before + chrono::Duration::seconds(1));
+        assert_eq!(held.apply(&begin_capture("k3", late.unwrap_or_default()), Utc::now()), Err(Refusal::Expired));
+    }
+
+    #[test]
+    fn a_late_not_done_never_undoes_a_newer_sending_of_the_same_operation() {
+        let first = Utc::now();
+        let capturing = apply(&authorized(), &begin_capture("k1", first));
+        // The same key sent again (its request died and a retry took it over).
+        let resent = apply(&capturing, &begin_capture("k1", first + chrono::Duration::seconds(5)));
+        let stale = Change::OperationNotDone {
+            end: HoldEnd::Capture,
+            idempotency_key: Some("k1".into()),
+            sent_at: first,
+            retry_at: None,
+        };
+        assert_eq!(apply(&resent, &stale).pending, resent.pending, "the newer sending stands");
+        assert_eq!(apply(&capturing, &stale).pending, None, "the sending it names is undone");
+        // A refund sent again after a failed sending is not failed by the old answer.
+        let paid = apply(&processing(), &settle(false));
+        let reserve = |at| Change::ReserveRefund {
+            id: "re_1".into(),
+            amount: Some(100),
+            idempotency_key: "rk".into(),
+            at,
+            lease: chrono::Duration::seconds(30),
+        };
+        let resent = apply(&apply(&paid, &reserve(first)), &reserve(first + chrono::Duration::seconds(5)));
+        let old = apply(&resent, &Change::RefundFailed { id: "re_1".into(), sent_at: Some(first) });
+        assert_eq!(old.refund("re_1").map(|r| r.status), Some(RefundStatus::Pending));
+    }
+
+    #[test]
+    fn a_cancel_that_finds_the_hold_captured_is_not_recorded_as_its_capture() {
+        let canceling = apply(
+            &authorized(),
+            &Change::BeginCancel {
+                reason: CancellationReason::Requested,
+                idempotency_key: Some("c1".into()),
+                at: Utc::now(),
+                lease: chrono::Duration::seconds(30),
+            },
+        );
+        let captured = apply(&canceling, &Change::Captured { amount: 1000, charge_id: String::new() });
+        assert_eq!(
+            (captured.status, captured.capture_key, captured.bank_charge_id),
+            (PaymentStatus::Succeeded, None, None)
+        );
+    }
+
+    #[test]
+    fn resending_a_settled_payment_is_a_new_version() {
+        let paid = apply(&processing(), &settle(false));
+        let resend = Change::Resend { at: Utc::now(), lease: chrono::Duration::seconds(30) };
+        assert_eq!(apply(&paid, &resend).version, paid.version + 1, "else the store would refuse it for ever");
     }
 }

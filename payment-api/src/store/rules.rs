@@ -24,10 +24,10 @@ pub fn due_ms(payment: &Payment) -> Option<i64> {
     payment.due_at().map(|at| at.timestamp_millis())
 }
 
-/// Whether `payment` passes the listing's filters.
+/// Whether `payment` passes the listing's filters (by the status clients see).
 pub fn matches(payment: &Payment, filter: &PaymentFilter) -> bool {
     filter.order_id.as_ref().is_none_or(|order| payment.order_id.as_ref() == Some(order))
-        && filter.status.is_none_or(|status: PaymentStatus| payment.status == status)
+        && filter.status.is_none_or(|status: PaymentStatus| payment.shown_status() == status)
 }
 
 /// Fills one page from a walk of a merchant's payments, newest first.
