@@ -112,7 +112,9 @@ pub struct PublicRefund<'a> {
     pub created_at: DateTime<Utc>,
 }
 
-/// A payment as stored. Its public fields are what clients see; `merchant_id`,
+/// A payment as stored (the fields of two-step payments only when they say something, so that a
+/// one-step payment costs the store no more than it did before). Its public fields are what
+/// clients see; `merchant_id`,
 /// `idempotency_key`, `bank_key`, `version`, `reconcile_after`, `pending` and the operation keys
 /// are the gateway's own bookkeeping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,35 +158,39 @@ pub struct Payment {
     #[serde(default)]
     pub last_attempt_at: Option<DateTime<Utc>>,
     /// `false`: authorize only; the amount is held until it is captured or canceled.
-    #[serde(default = "charged_at_once")]
+    #[serde(default = "charged_at_once", skip_serializing_if = "is_charged_at_once")]
     pub capture: bool,
     /// The bank's authorization (its hold), for a payment made with `capture: false`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_id: Option<String>,
     /// What was captured; `None` in payments written before two-step payments, whose charge is
     /// their whole amount (see [`Payment::captured`]).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount_captured: Option<i64>,
     /// An authorization not captured by then is canceled by the gateway.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_before: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canceled_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancellation_reason: Option<CancellationReason>,
     /// A capture or cancel whose outcome is not recorded yet.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingOperation>,
     /// The client keys the capture and the cancel were made under, so that a retry of a request
     /// that died after the bank acted is answered with what was done.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_key: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_key: Option<String>,
 }
 
 fn charged_at_once() -> bool {
     true
+}
+
+fn is_charged_at_once(capture: &bool) -> bool {
+    *capture
 }
 
 /// The payment object of the API.
