@@ -102,8 +102,6 @@ struct RefundView {
     id: Option<String>,
     #[serde(default)]
     amount: Option<i64>,
-    #[serde(default)]
-    code: Option<String>,
 }
 
 /// The amount of logical payment `seq`.
@@ -198,15 +196,12 @@ impl Fate {
     }
 }
 
+/// A payment answered 200 to a capture or a cancel.
 #[derive(Debug, Deserialize)]
 struct HoldView {
-    /// The payment's status (a string), or a problem's (a number).
-    #[serde(default)]
-    status: serde_json::Value,
+    status: String,
     #[serde(default)]
     amount_captured: Option<i64>,
-    #[serde(default)]
-    code: Option<String>,
 }
 
 /// One client: a keep-alive connection to each gateway.
@@ -349,26 +344,49 @@ impl CarefulClient {
         deadline: Duration,
         turn: usize,
     ) -> Option<RefundFinal> {
+        let path = format!("/v1/payments/{payment_id}/refunds");
+        let read = |reply: &Reply| {
+            let view: RefundView = serde_json::from_slice(&reply.body).ok()?;
+            Some((view.id?, view.amount?))
+        };
+        match self.until_final(&path, key, amount, deadline, turn, 201, read).await? {
+            Ok((id, amount)) => Some(RefundFinal::Refunded { id, amount }),
+            Err((status, code)) => Some(RefundFinal::Refused { status, code }),
+        }
+    }
+
+    /// Sends a keyed `POST` (with `{"amount": n}`, or no body) until it gets a final answer or
+    /// `deadline` passes (`None`): `done` (read by `read`), or a refusal (404, 422, 409
+    /// `invalid_state`: the status and code). A 202 (pending), another 409 (in use), 429 and 5xx
+    /// are retried under the same key.
+    #[allow(clippy::too_many_arguments)]
+    async fn until_final<T>(
+        &mut self,
+        path: &str,
+        key: &str,
+        amount: Option<i64>,
+        deadline: Duration,
+        turn: usize,
+        done: u16,
+        read: impl Fn(&Reply) -> Option<T>,
+    ) -> Option<Result<T, (u16, String)>> {
         let give_up = Instant::now() + deadline;
         let body = match amount {
             Some(amount) => Bytes::from(serde_json::json!({ "amount": amount }).to_string()),
             None => Bytes::new(),
         };
-        let path = format!("/v1/payments/{payment_id}/refunds");
         let mut attempt = 0u32;
         while Instant::now() < give_up {
-            let (_, backoff, reply) = self.send(turn, &mut attempt, &path, key, &body).await;
+            let (_, backoff, reply) = self.send(turn, &mut attempt, path, key, &body).await;
             let Some(reply) = reply else { continue };
-            let view: Option<RefundView> = serde_json::from_slice(&reply.body).ok();
-            let code = view.as_ref().and_then(|v| v.code.clone()).unwrap_or_default();
+            let code = serde_json::from_slice::<serde_json::Value>(&reply.body)
+                .ok()
+                .and_then(|v| v["code"].as_str().map(str::to_owned))
+                .unwrap_or_default();
             match reply.status {
-                201 => {
-                    let view = view?;
-                    return Some(RefundFinal::Refunded { id: view.id?, amount: view.amount? });
-                }
-                404 | 422 => return Some(RefundFinal::Refused { status: reply.status, code }),
-                409 if code == "invalid_state" => return Some(RefundFinal::Refused { status: 409, code }),
-                // Pending (202), in use (409), throttled, unavailable or unknown: the same key again.
+                status if status == done => return Some(Ok(read(&reply)?)),
+                404 | 422 => return Some(Err((reply.status, code))),
+                409 if code == "invalid_state" => return Some(Err((409, code))),
                 202 | 409 | 429 | 500..=599 => self.back_off(&reply, backoff).await,
                 _ => return None,
             }
@@ -389,34 +407,15 @@ impl CarefulClient {
         deadline: Duration,
         turn: usize,
     ) -> Option<VerbFinal> {
-        let give_up = Instant::now() + deadline;
-        let body = match amount {
-            Some(amount) => Bytes::from(serde_json::json!({ "amount": amount }).to_string()),
-            None => Bytes::new(),
-        };
         let path = format!("/v1/payments/{payment_id}/{verb}");
-        let mut attempt = 0u32;
-        while Instant::now() < give_up {
-            let (_, backoff, reply) = self.send(turn, &mut attempt, &path, key, &body).await;
-            let Some(reply) = reply else { continue };
-            let view: Option<HoldView> = serde_json::from_slice(&reply.body).ok();
-            let code = view.as_ref().and_then(|v| v.code.clone()).unwrap_or_default();
-            match reply.status {
-                200 => {
-                    let view = view?;
-                    return Some(VerbFinal::Done {
-                        status: view.status.as_str()?.to_owned(),
-                        amount_captured: view.amount_captured.unwrap_or(0),
-                    });
-                }
-                404 | 422 => return Some(VerbFinal::Refused { status: reply.status, code }),
-                409 if code == "invalid_state" => return Some(VerbFinal::Refused { status: 409, code }),
-                // Pending (202), in use (409), throttled, unavailable or unknown: the same key again.
-                202 | 409 | 429 | 500..=599 => self.back_off(&reply, backoff).await,
-                _ => return None,
-            }
+        let read = |reply: &Reply| {
+            let view: HoldView = serde_json::from_slice(&reply.body).ok()?;
+            Some((view.status, view.amount_captured.unwrap_or(0)))
+        };
+        match self.until_final(&path, key, amount, deadline, turn, 200, read).await? {
+            Ok((status, amount_captured)) => Some(VerbFinal::Done { status, amount_captured }),
+            Err((status, code)) => Some(VerbFinal::Refused { status, code }),
         }
-        None
     }
 }
 
