@@ -20,6 +20,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::backlog::{RecordPlan, Subject, Unwritten};
+use super::claim::{Claimed, refused, store_failed};
 use super::commit::{Applied, CommitError, RecordOutcome};
 use super::create::not_done;
 use super::finish::Outcome;
@@ -28,8 +29,8 @@ use super::{Answer, Gateway};
 use crate::bank::{AuthorizationStatus, BankAuthorization, BankReply, HoldOperation, Inquiry};
 use crate::error::{Operation, PaymentError};
 use crate::fingerprint::hold_operation_key;
-use crate::model::{CancellationReason, Change, HoldEnd, MAX_AMOUNT, Payment, PaymentStatus, PendingKind, Refusal};
-use crate::store::{Claim, ClaimRequest, StoreError};
+use crate::model::{CancellationReason, Change, HoldEnd, MAX_AMOUNT, Payment, PaymentStatus, PendingKind};
+use crate::store::StoreError;
 
 /// A capture (of `amount`, `None`: all) or a cancel, as a client or the gateway asks for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,21 +184,9 @@ impl Gateway {
         };
         let fingerprint = self.fingerprint(&HoldFingerprint { payment_id, operation: operation.noun(), amount });
         let owner = self.owner(request_id);
-        let claim = ClaimRequest {
-            key: &key,
-            fingerprint: &fingerprint,
-            owner: &owner,
-            resource_id: payment_id,
-            lease: self.settings.lease,
-            retention: self.settings.retention,
-            insert: None,
-        };
-        let inherited = match self.timed("claim", self.store.claim(claim)).await? {
-            Claim::Fresh => false,
-            Claim::TakeOver { .. } => true,
-            Claim::Replay(response) => return Ok(Answer::replay(response)),
-            Claim::InUse { retry_after } => return Err(PaymentError::KeyInUse { operation, retry_after }),
-            Claim::Mismatch => return Err(PaymentError::KeyReused),
+        let inherited = match self.claim_operation(operation, &key, &fingerprint, &owner, payment_id).await? {
+            Claimed::Go { inherited } => inherited,
+            Claimed::Replay(answer) => return Ok(answer),
         };
         let subject = match end {
             HoldEnd::Capture => Subject::Capture(idempotency_key.to_owned()),
@@ -208,23 +197,14 @@ impl Gateway {
             release: RecordPlan::answer_or_release(&key, subject, Some(&fingerprint), Some(&owner)),
             retry_at: None,
         };
-        // A request that died may have captured or canceled: a store failure is then never
-        // "nothing was done".
-        let store_failed =
-            |error| if inherited { PaymentError::OutcomeUnknown { operation } } else { PaymentError::from(error) };
+        let store_failed = store_failed(operation, inherited);
 
         // Begin it on the payment first: a capture and a cancel racing see each other here.
         let begin = op.begin(Some(idempotency_key), self.lease());
         let payment = match self.commit_change(payment.clone(), &begin, &RecordPlan::Keep).await {
             Ok(applied) => applied.payment,
             Err(CommitError::Refused(refusal)) => {
-                let error = match refusal {
-                    Refusal::InvalidState(status) => {
-                        PaymentError::InvalidState { operation, payment_id: payment_id.to_owned(), status }
-                    }
-                    Refusal::OverAmount { remaining } => PaymentError::OverAmount { operation, remaining },
-                    Refusal::Expired => PaymentError::AuthorizationExpired { payment_id: payment_id.to_owned() },
-                };
+                let error = refused(operation, payment_id, refusal);
                 // Nothing was begun: free the key, so a corrected request may use it.
                 return match self.commit_change(payment, &Change::Nothing, &plans.release).await {
                     Err(CommitError::Store(store)) => Err(store_failed(store)),

@@ -18,6 +18,7 @@
 //! methods.
 
 pub mod backlog;
+mod claim;
 mod commit;
 mod create;
 mod finish;

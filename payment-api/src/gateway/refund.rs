@@ -13,14 +13,14 @@ use serde::Serialize;
 use tracing::info;
 
 use super::backlog::{RecordPlan, Subject};
+use super::claim::{Claimed, refused, store_failed};
 use super::commit::{Applied, CommitError, RecordOutcome};
 use super::finish::Outcome;
 use super::settle::{Inquired, Rejection, Settlement};
 use super::{Answer, Gateway};
 use crate::error::{Operation, PaymentError};
 use crate::fingerprint::refund_id;
-use crate::model::{Change, RefundStatus, Refusal};
-use crate::store::{Claim, ClaimRequest};
+use crate::model::{Change, RefundStatus};
 
 /// What a refund's fingerprint covers: the payment, and the amount asked for.
 #[derive(Serialize)]
@@ -45,35 +45,14 @@ impl Gateway {
         let refund_id = refund_id(merchant, payment.bank_key(), idempotency_key);
 
         let owner = self.owner(request_id);
-        let claim = ClaimRequest {
-            key: &key,
-            fingerprint: &fingerprint,
-            owner: &owner,
-            resource_id: &refund_id,
-            lease: self.settings.lease,
-            retention: self.settings.retention,
-            insert: None,
-        };
-        let inherited = match self.store.claim(claim).await? {
-            Claim::Fresh => false,
-            Claim::TakeOver { .. } => true,
-            Claim::Replay(response) => return Ok(Answer::replay(response)),
-            Claim::InUse { retry_after } => {
-                return Err(PaymentError::KeyInUse { operation: Operation::Refund, retry_after });
-            }
-            Claim::Mismatch => return Err(PaymentError::KeyReused),
+        let inherited = match self.claim_operation(Operation::Refund, &key, &fingerprint, &owner, &refund_id).await? {
+            Claimed::Go { inherited } => inherited,
+            Claimed::Replay(answer) => return Ok(answer),
         };
         let subject = Subject::Refund(refund_id.clone());
         let answer = RecordPlan::answer(&key, subject.clone(), Some(&fingerprint));
         let release = RecordPlan::answer_or_release(&key, subject, Some(&fingerprint), Some(&owner));
-        // A request that died may have refunded: a store failure is then never "nothing was done".
-        let store_failed = |error| {
-            if inherited {
-                PaymentError::OutcomeUnknown { operation: Operation::Refund }
-            } else {
-                PaymentError::from(error)
-            }
-        };
+        let store_failed = store_failed(Operation::Refund, inherited);
 
         // Hold the amount on the payment first: racing refunds see each other's holds.
         let reserve = Change::ReserveRefund {
@@ -86,17 +65,7 @@ impl Gateway {
         let payment = match self.commit_change(payment.clone(), &reserve, &RecordPlan::Keep).await {
             Ok(applied) => applied.payment,
             Err(CommitError::Refused(refusal)) => {
-                let error = match refusal {
-                    Refusal::InvalidState(status) => PaymentError::InvalidState {
-                        operation: Operation::Refund,
-                        payment_id: payment_id.to_owned(),
-                        status,
-                    },
-                    Refusal::Expired => PaymentError::AuthorizationExpired { payment_id: payment_id.to_owned() },
-                    Refusal::OverAmount { remaining } => {
-                        PaymentError::OverAmount { operation: Operation::Refund, remaining }
-                    }
-                };
+                let error = refused(Operation::Refund, payment_id, refusal);
                 // Nothing was held: free the key, so a corrected request may use it.
                 return match self
                     .commit_change(payment, &Change::RefundFailed { id: refund_id, sent_at: None }, &release)
