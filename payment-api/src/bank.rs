@@ -149,6 +149,17 @@ pub enum Inquiry<T = BankCharge> {
     Unknown(String),
 }
 
+impl<T> Inquiry<T> {
+    /// What was found, read as something else.
+    pub fn map<U>(self, read: impl FnOnce(T) -> U) -> Inquiry<U> {
+        match self {
+            Inquiry::Found(found) => Inquiry::Found(read(found)),
+            Inquiry::NotFound => Inquiry::NotFound,
+            Inquiry::Unknown(why) => Inquiry::Unknown(why),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BankClient {
     http: reqwest::Client,

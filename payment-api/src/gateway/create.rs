@@ -94,17 +94,10 @@ impl Gateway {
     pub(super) async fn inquire_payment(&self, payment: &Payment, request_id: &str) -> Inquiry<ChargeOutcome> {
         let timeout = self.settings.inquiry_timeout;
         if payment.capture {
-            match self.bank.inquire(payment.bank_key(), request_id, timeout).await {
-                Inquiry::Found(charge) => Inquiry::Found(outcome_of(&charge)),
-                Inquiry::NotFound => Inquiry::NotFound,
-                Inquiry::Unknown(why) => Inquiry::Unknown(why),
-            }
+            self.bank.inquire(payment.bank_key(), request_id, timeout).await.map(|charge| outcome_of(&charge))
         } else {
-            match self.bank.inquire_hold(HoldOperation::Authorize, payment.bank_key(), request_id, timeout).await {
-                Inquiry::Found(held) => Inquiry::Found(authorization_outcome(&held)),
-                Inquiry::NotFound => Inquiry::NotFound,
-                Inquiry::Unknown(why) => Inquiry::Unknown(why),
-            }
+            let inquiry = self.bank.inquire_hold(HoldOperation::Authorize, payment.bank_key(), request_id, timeout);
+            inquiry.await.map(|held| authorization_outcome(&held))
         }
     }
 
@@ -250,13 +243,7 @@ impl Gateway {
         let report = self.call_bank(Some(admission), || self.bank.charge(&bank_key, request, attempt.request_id)).await;
         let attempts = report.attempts;
         let read = |reply: &BankReply| read_charge_reply(payment.capture, reply);
-        let inquire = || async {
-            match self.inquire_payment(&payment, attempt.request_id).await {
-                Inquiry::Found(outcome) => Inquired::Found(outcome),
-                Inquiry::NotFound => Inquired::NotFound,
-                Inquiry::Unknown(_) => Inquired::Unknown,
-            }
-        };
+        let inquire = || async { Inquired::from(self.inquire_payment(&payment, attempt.request_id).await) };
         let settlement = self.settlement(report, inherited, read, inquire).await;
         let answer = RecordPlan::answer(attempt.key, Subject::Payment, Some(attempt.fingerprint));
         let outcome = match settlement {

@@ -255,11 +255,7 @@ impl Gateway {
         };
         let inquire = || async {
             let timeout = self.settings.inquiry_timeout;
-            match self.bank.inquire_hold(bank_operation(end), &bank_key, request_id, timeout).await {
-                Inquiry::Found(authorization) => Inquired::Found(authorization),
-                Inquiry::NotFound => Inquired::NotFound,
-                Inquiry::Unknown(_) => Inquired::Unknown,
-            }
+            Inquired::from(self.bank.inquire_hold(bank_operation(end), &bank_key, request_id, timeout).await)
         };
         let key = pending.idempotency_key.clone();
         let undone = |error: PaymentError| Outcome {

@@ -58,6 +58,16 @@ pub enum Inquired<T> {
     Unknown,
 }
 
+impl<T> From<crate::bank::Inquiry<T>> for Inquired<T> {
+    fn from(inquiry: crate::bank::Inquiry<T>) -> Self {
+        match inquiry {
+            crate::bank::Inquiry::Found(found) => Inquired::Found(found),
+            crate::bank::Inquiry::NotFound => Inquired::NotFound,
+            crate::bank::Inquiry::Unknown(_) => Inquired::Unknown,
+        }
+    }
+}
+
 /// What happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement<T> {
