@@ -687,6 +687,8 @@ mod tests {
                 attempts: 2,
                 latency_ms: Some(12.34),
                 at: at(5),
+                event_id: None,
+                event_type: None,
             })),
         );
         let commands = char(&mut m, 'e');
@@ -790,6 +792,8 @@ mod tests {
             attempts: 1,
             latency_ms: latency,
             at: at(11),
+            event_id: None,
+            event_type: None,
         };
         update(&mut m, Msg::Stream(StreamItem::Payment(payment("processing", None))));
         update(&mut m, Msg::Stream(StreamItem::Payment(payment("succeeded", Some(9.0)))));
@@ -814,6 +818,8 @@ mod tests {
             attempts: 1,
             latency_ms: None,
             at: at(1),
+            event_id: None,
+            event_type: None,
         };
         for id in ["a", "b", "c", "d"] {
             update(&mut m, Msg::Stream(StreamItem::Payment(event(id, PaymentStatus::RequiresCapture, 0))));

@@ -136,6 +136,8 @@ fn busy_model() -> Model {
                 attempts: 1 + i as u32 % 3,
                 latency_ms: Some(10.0 * i as f64),
                 at: at(40 + i as i64),
+                event_id: None,
+                event_type: None,
             })),
         );
     }

@@ -26,7 +26,7 @@ pub struct App {
 impl App {
     pub async fn new(config: &Config, shutting_down: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let store = store::Store::open(&config.store_url)
+        let store = store::Store::open_with(&config.store_url, config.event_retention())
             .await
             .with_context(|| format!("cannot open the store `{}`", config.store_url))?;
         let events = Arc::new(events::Events::new(config.stream_buffer));

@@ -63,6 +63,37 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub authorization_ttl_s: u64,
 
+    /// How long events (`GET /v1/events`) and their deliveries are kept, in seconds.
+    #[arg(long, env = "EVENT_RETENTION_S", default_value_t = 2_592_000,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub event_retention_s: u64,
+
+    /// How long a webhook endpoint has to answer a delivery (ms); past it the attempt failed.
+    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=120_000))]
+    pub webhook_timeout_ms: u64,
+
+    /// The waits between a delivery's failed attempts, in seconds (fractions allowed), each
+    /// stretched by up to a fifth at random; after the last the delivery is `failed`.
+    #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE_S", default_value = "5,300,1800,7200,18000,36000,36000",
+          value_parser = crate::webhook::Schedule::parse)]
+    pub webhook_retry_schedule_s: crate::webhook::Schedule,
+
+    /// Whether webhook URLs may point at loopback and private addresses (true suits this
+    /// simulator, where receivers run on the same machine; set false when exposed to others).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+
+    /// How long a gateway instance holds a delivery (or an event it is fanning out) before
+    /// another instance may take it over, as after a crash (ms). Longer than WEBHOOK_TIMEOUT_MS.
+    #[arg(long, env = "WEBHOOK_LEASE_MS", default_value_t = 30_000)]
+    pub webhook_lease_ms: u64,
+
+    /// How many webhook deliveries one instance sends at once.
+    #[arg(long, env = "WEBHOOK_MAX_IN_FLIGHT", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub webhook_max_in_flight: u64,
+
     /// How often the reconciler looks for processing payments (ms).
     #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 1_000)]
     pub reconcile_interval_ms: u64,
@@ -289,7 +320,17 @@ impl Config {
         if self.currencies.iter().any(|c| c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase())) {
             return Err("CURRENCIES must be three-letter upper-case ISO 4217 codes".into());
         }
+        if self.webhook_lease_ms <= self.webhook_timeout_ms {
+            return Err(format!(
+                "WEBHOOK_LEASE_MS ({}) must be longer than WEBHOOK_TIMEOUT_MS ({})",
+                self.webhook_lease_ms, self.webhook_timeout_ms
+            ));
+        }
         resilience::Guard::new(self.guard()).map(drop).map_err(|e| e.to_string())
+    }
+
+    pub fn event_retention(&self) -> Duration {
+        Duration::from_secs(self.event_retention_s)
     }
 }
 

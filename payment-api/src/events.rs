@@ -44,6 +44,10 @@ impl Events {
         self.sender.subscribe()
     }
 
+    pub fn has_subscribers(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
     pub fn publish(&self, kind: &'static str, data: &impl Serialize) {
         if self.sender.receiver_count() == 0 {
             return;

@@ -12,8 +12,10 @@
 //!   the [`bank`] client, and keeps payments in the [`store`].
 //! - [`model`] is the payment domain; [`error`] what can go wrong, in its words; [`fingerprint`]
 //!   the names derived from a request (its fingerprint, its bank keys).
-//! - [`tasks`] runs in the background: the reconciler, the backlog writer, the stats ticker and
-//!   the event forwarders.
+//! - [`tasks`] runs in the background: the reconciler, the backlog writer, the webhook
+//!   dispatcher, the stats ticker and the event forwarders.
+//! - [`webhook`]: endpoints, deliveries and their dispatch (events are written by the store with
+//!   each change, see [`model::event`]).
 //! - [`events`], [`metrics`] and [`telemetry`] are what operators and the dashboard see;
 //!   [`config`] the flags.
 
@@ -32,6 +34,7 @@ pub mod ratelimit;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -235,6 +235,13 @@ async fn the_openapi_document_lists_every_route_and_the_docs_are_served() {
         ("/v1/payments/{id}/refunds", "post"),
         ("/v1/payments/{id}/capture", "post"),
         ("/v1/payments/{id}/cancel", "post"),
+        ("/v1/events", "get"),
+        ("/v1/events/{id}", "get"),
+        ("/v1/events/{id}/deliveries", "get"),
+        ("/v1/events/{id}/redeliver", "post"),
+        ("/v1/webhook_endpoints", "post"),
+        ("/v1/webhook_endpoints", "get"),
+        ("/v1/webhook_endpoints/{id}", "delete"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
@@ -249,7 +256,18 @@ async fn the_openapi_document_lists_every_route_and_the_docs_are_served() {
     }
     let documented: usize = document["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(documented, expected.len(), "no undocumented extras, nothing missing");
-    for schema in ["Payment", "CreatePayment", "CardInput", "Problem", "Refund", "BreakerView"] {
+    for schema in [
+        "Payment",
+        "CreatePayment",
+        "CardInput",
+        "Problem",
+        "Refund",
+        "BreakerView",
+        "Event",
+        "WebhookEndpoint",
+        "CreateEndpoint",
+        "WebhookDelivery",
+    ] {
         assert!(document["components"]["schemas"][schema].is_object(), "schema {schema}");
     }
     check_refs(&document, &document);

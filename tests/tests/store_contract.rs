@@ -57,6 +57,7 @@ fn claim<'a>(key: &'a str, fingerprint: &'a str, resource: &'a str, insert: Opti
         lease: Duration::from_secs(30),
         retention: Duration::from_secs(3600),
         insert,
+        events: &[],
     }
 }
 
@@ -87,16 +88,17 @@ async fn finish_for(
 ) -> Committed {
     let record =
         RecordChange::Finish { key, resource_id: resource, fingerprint: Some("fp-restored"), response, retention };
-    store.commit(Commit { payment, record }).await.unwrap()
+    store.commit(Commit { payment, record, events: &[] }).await.unwrap()
 }
 
 /// Frees `key` (as `owner`) together with the changed payment.
 async fn release(store: &Store, key: &str, resource: &str, owner: Option<&str>, payment: &Payment) -> Committed {
-    store.commit(Commit { payment, record: RecordChange::Release { key, resource_id: resource, owner } }).await.unwrap()
+    let record = RecordChange::Release { key, resource_id: resource, owner };
+    store.commit(Commit { payment, record, events: &[] }).await.unwrap()
 }
 
 async fn put(store: &Store, payment: &Payment) -> Committed {
-    store.commit(Commit { payment, record: RecordChange::Keep }).await.unwrap()
+    store.commit(Commit { payment, record: RecordChange::Keep, events: &[] }).await.unwrap()
 }
 
 /// Many requests at once, four per key: each key is claimed by exactly one, every change is kept

@@ -7,19 +7,22 @@
 //! - [`breaker`]: the circuit breaker as `GET /admin/breaker` shows it, and its `breaker` events;
 //! - [`stats`]: the gateway's once-a-second `stats` event, and the `log` events;
 //! - [`chaos`]: the bank's chaos configuration and its fault counters (`/chaos`, `/chaos/stats`);
-//! - [`bank`]: what the bank answers about a charge.
+//! - [`bank`]: what the bank answers about a charge;
+//! - [`event`]: the gateway's events (`GET /v1/events`, webhooks) and webhook delivery health.
 //!
-//! It depends on serde and chrono only (utoipa with the `openapi` feature), so a client as small
+//! It depends on serde, serde_json and chrono only (utoipa with the `openapi` feature), so a client as small
 //! as the dashboard can use it.
 
 pub mod bank;
 pub mod breaker;
 pub mod chaos;
+pub mod event;
 pub mod payment;
 pub mod stats;
 
 pub use bank::{AuthorizationStatus, ChargeStatus};
 pub use breaker::{BreakerEvent, BreakerState, BreakerView};
 pub use chaos::{ChaosConfig, ChaosStats, InjectedCounts, Latency};
+pub use event::{EndpointHealth, Event, EventData, EventType};
 pub use payment::{PaymentEvent, PaymentStatus};
 pub use stats::{LatencyPercentiles, LogRecord, Stats};

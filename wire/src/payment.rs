@@ -91,6 +91,11 @@ pub struct PaymentEvent {
     #[serde(default)]
     pub amount_captured: i64,
     pub at: DateTime<Utc>,
+    /// The event of the gateway's log this change was announced by (`evt_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<crate::EventType>,
 }
 
 fn charged_at_once() -> bool {

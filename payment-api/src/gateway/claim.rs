@@ -52,6 +52,7 @@ impl Gateway {
             lease: self.settings.lease,
             retention: self.settings.retention,
             insert: None,
+            events: &[],
         };
         match self.timed("claim", self.store.claim(claim)).await? {
             Claim::Fresh => Ok(Claimed::Go { inherited: false }),

@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 use super::backlog::{Answering, RecordPlan, Subject, Unwritten};
 use super::{Answer, Gateway};
 use crate::fingerprint::bank_key;
-use crate::model::{Change, HoldEnd, Payment, PaymentStatus, RefundStatus, Refusal};
+use crate::model::{Change, HoldEnd, Payment, PaymentStatus, RefundStatus, Refusal, events_for};
 use crate::store::{Commit, Committed, RecordChange, RecordState, StoreError, StoredResponse};
 
 /// How a commit went, once its change was applied to the payment as stored.
@@ -104,10 +104,13 @@ impl Gateway {
         plan: &RecordPlan,
     ) -> Result<Applied, CommitError> {
         for _ in 0..64 {
-            let next = payment.apply(change, Utc::now()).map_err(CommitError::Refused)?;
+            let now = Utc::now();
+            let next = payment.apply(change, now).map_err(CommitError::Refused)?;
             let outcome = planned(&next, plan);
             let record = record_change(plan, &outcome, &next.id, self.settings.retention);
-            match self.store.commit(Commit { payment: &next, record }).await? {
+            // The events are written with the change, or not at all.
+            let events = events_for(Some(&payment), &next, now);
+            match self.store.commit(Commit { payment: &next, record, events: &events }).await? {
                 Committed::Written => return Ok(Applied { payment: next, record: outcome }),
                 Committed::Conflict(Some(current)) => payment = *current,
                 Committed::Conflict(None) => {
@@ -188,7 +191,6 @@ impl Gateway {
                 Ok(applied) => {
                     written += 1;
                     info!(payment_id = %applied.payment.id, status = applied.payment.status.as_str(), "wrote an outcome the store could not take earlier");
-                    self.emit(&applied.payment, None);
                 }
                 Err(CommitError::Refused(refusal)) => {
                     warn!(payment_id = %unwritten.payment.id, ?refusal, "an unwritten change no longer applies");

@@ -26,6 +26,7 @@ use crate::error::{Operation, PaymentError};
 use crate::fingerprint::bank_key;
 use crate::model::{
     CancellationReason, CardSummary, Change, ChargeOutcome, CreatePayment, HoldClosed, Payment, PaymentStatus,
+    events_for,
 };
 use crate::store::{Claim, ClaimRequest, KeyStatus, key_status, now_ms};
 
@@ -36,7 +37,6 @@ struct Attempt<'a> {
     fingerprint: &'a str,
     owner: &'a str,
     request_id: &'a str,
-    started: tokio::time::Instant,
 }
 
 /// What the bank said about a charge, as the payment keeps it.
@@ -107,7 +107,6 @@ impl Gateway {
         idempotency_key: &str,
         request: CreatePayment,
         request_id: &str,
-        started: tokio::time::Instant,
     ) -> Result<Answer, PaymentError> {
         request.validate(&self.settings.currencies).map_err(PaymentError::Invalid)?;
         let key = Operation::Payment.scoped_key(merchant, idempotency_key);
@@ -162,15 +161,13 @@ impl Gateway {
             lease: self.settings.lease,
             retention: self.settings.retention,
             insert: Some(&payment),
+            events: &events_for(None, &payment, now),
         };
         let claimed = self.timed("claim", self.store.claim(claim)).await?;
         tracing::Span::current().record("payment_id", payment.id.as_str());
-        let attempt = Attempt { key: &key, fingerprint: &fingerprint, owner: &owner, request_id, started };
+        let attempt = Attempt { key: &key, fingerprint: &fingerprint, owner: &owner, request_id };
         match claimed {
-            Claim::Fresh => {
-                self.emit(&payment, None);
-                self.charge(payment, &request, &attempt, admission, false).await
-            }
+            Claim::Fresh => self.charge(payment, &request, &attempt, admission, false).await,
             Claim::TakeOver { resource_id } => {
                 // The request that died may have charged: from here on a store failure is
                 // `outcome_unknown`, never "nothing was charged".
@@ -286,7 +283,7 @@ impl Gateway {
                 may_have_acted: true,
             },
         };
-        let answered = self.finish(Operation::Payment, payment, outcome, Some(attempt.started)).await;
+        let answered = self.finish(Operation::Payment, payment, outcome).await;
         if let Ok(Answer { status: 202, .. }) = &answered {
             info!(idempotency_key = attempt.key, "bank outcome unknown; payment left processing for the reconciler");
         }

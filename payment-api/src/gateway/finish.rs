@@ -58,12 +58,10 @@ impl Gateway {
         operation: Operation,
         payment: Payment,
         outcome: Outcome,
-        started: Option<tokio::time::Instant>,
     ) -> Result<Answer, PaymentError> {
         let Outcome { change, plan, refused, may_have_acted } = outcome;
         match self.timed("commit", self.commit_change(payment.clone(), &change, &plan)).await {
             Ok(applied) => {
-                self.emit(&applied.payment, started.map(|s| s.elapsed()));
                 match applied.record {
                     RecordOutcome::Answered(response) => Ok(Answer::fresh(response)),
                     RecordOutcome::Released => Err(refused.unwrap_or(PaymentError::BankUnavailable { operation })),

@@ -222,7 +222,7 @@ impl Gateway {
             };
         }
         let outcome = self.send_hold_operation(&payment, request_id, inherited, plans).await;
-        let answered = self.finish(operation, payment, outcome, None).await;
+        let answered = self.finish(operation, payment, outcome).await;
         if let Ok(answer) = &answered {
             info!(payment_id, operation = operation.noun(), status = answer.status, "hold operation answered");
         }
@@ -322,7 +322,6 @@ impl Gateway {
         if !payment.pending.as_ref().is_some_and(|p| p.is(HoldEnd::Cancel, None)) {
             return Ok(false);
         }
-        self.emit(&payment, None);
         let retry_at = Some(Utc::now() + self.settings.reconcile_interval * 2);
         let plans = Plans { answer: RecordPlan::Keep, release: RecordPlan::Keep, retry_at };
         let outcome = self.send_hold_operation(&payment, "reconciler", false, plans).await;
@@ -401,7 +400,6 @@ impl Gateway {
                     info!(payment_id = %applied.payment.id, status = applied.payment.shown_status().as_str(), "reconciled authorization");
                     self.metrics.reconciled.inc(format!("result=\"{}\"", applied.payment.shown_status().as_str()));
                 }
-                self.emit(&applied.payment, None);
                 Ok(settled)
             }
             Err(CommitError::Refused(_)) => Ok(false),

@@ -26,6 +26,7 @@ mod hold;
 mod reconcile;
 mod refund;
 pub mod settle;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ use crate::events::{Envelope, Events, LatencyWindow};
 use crate::metrics::{Metrics, PaymentOutcome};
 use crate::model::{CreatePayment, Payment};
 use crate::store::{PaymentFilter, PaymentPage, Store, StoreError, StoredResponse};
+use crate::webhook::dispatch::{DispatchSettings, Dispatcher};
 
 /// What an operation answers: the status and body stored for the key, given again (`replayed`)
 /// to every retry of it.
@@ -80,6 +82,9 @@ struct Settings {
     /// How long an authorization waits for its capture.
     authorization_ttl: chrono::Duration,
     currencies: Vec<String>,
+    event_retention: Duration,
+    /// Whether webhook URLs may point at private addresses.
+    allow_private: bool,
 }
 
 pub struct Gateway {
@@ -95,8 +100,10 @@ pub struct Gateway {
     /// Outcomes the store could not take yet.
     backlog: Backlog,
     fingerprint_key: Vec<u8>,
-    /// Names this process in idempotency leases.
+    /// Names this process in idempotency leases (and in the outbox's consumer group).
     instance: String,
+    /// Sends events to webhook endpoints.
+    dispatcher: Arc<Dispatcher>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -111,6 +118,15 @@ impl Gateway {
             Some(key) => key.as_bytes().to_vec(),
             None => Uuid::new_v4().as_bytes().to_vec(),
         };
+        let instance = format!("gw_{}", Uuid::new_v4().simple());
+        let dispatch = DispatchSettings {
+            timeout: Duration::from_millis(config.webhook_timeout_ms),
+            schedule: config.webhook_retry_schedule_s.clone(),
+            lease: Duration::from_millis(config.webhook_lease_ms),
+            allow_private: config.webhook_allow_private,
+            max_in_flight: config.webhook_max_in_flight as usize,
+        };
+        let dispatcher = Arc::new(Dispatcher::new(store.clone(), dispatch, instance.clone())?);
         Ok(Self {
             store,
             bank: BankClient::new(&config.bank_url)?,
@@ -124,6 +140,8 @@ impl Gateway {
                 reconcile_interval: Duration::from_millis(config.reconcile_interval_ms),
                 authorization_ttl: chrono::Duration::from_std(config.authorization_ttl())?,
                 currencies: config.currencies.clone(),
+                event_retention: config.event_retention(),
+                allow_private: config.webhook_allow_private,
             },
             metrics,
             events,
@@ -131,7 +149,8 @@ impl Gateway {
             in_flight: AtomicU64::new(0),
             backlog: Backlog::default(),
             fingerprint_key,
-            instance: format!("gw_{}", Uuid::new_v4().simple()),
+            instance,
+            dispatcher,
         })
     }
 
@@ -145,7 +164,7 @@ impl Gateway {
     ) -> Result<Answer, PaymentError> {
         let started = tokio::time::Instant::now();
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let result = self.answer_payment(merchant, idempotency_key, request, request_id, started).await;
+        let result = self.answer_payment(merchant, idempotency_key, request, request_id).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let outcome = match &result {
             Ok(answer) => PaymentOutcome::answered(answer.status, answer.replayed),
@@ -225,6 +244,51 @@ impl Gateway {
         self.events.publish(kind, data);
     }
 
+    /// Whether anyone watches the live stream.
+    pub fn has_subscribers(&self) -> bool {
+        self.events.has_subscribers()
+    }
+
+    /// Streams a payment event of the log as a `payment` event (refund events are announced by
+    /// the payment event that accompanies them).
+    pub fn announce(&self, event: &crate::model::StoredEvent) {
+        if !event.kind.is_payment() {
+            return;
+        }
+        let Ok(parsed) = serde_json::from_str::<wire::Event>(&event.body) else { return };
+        let object = &parsed.data.object;
+        let text = |name: &str| object.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        let number = |name: &str| object.get(name).and_then(serde_json::Value::as_i64).unwrap_or(0);
+        let Some(status) = text("status").and_then(|s| wire::PaymentStatus::parse(&s)) else { return };
+        let created = text("created_at").and_then(|c| chrono::DateTime::parse_from_rfc3339(&c).ok());
+        // From the payment's creation to this change: the request's latency, for the change
+        // that answered it.
+        let latency_ms = match status {
+            wire::PaymentStatus::Processing => None,
+            _ => created
+                .map(|c| (parsed.created_at - c.with_timezone(&Utc)).num_microseconds().unwrap_or(0) as f64 / 1e3),
+        };
+        self.events.publish(
+            "payment",
+            &wire::PaymentEvent {
+                payment_id: text("id").unwrap_or_default(),
+                merchant_id: event.merchant_id.clone(),
+                status,
+                amount: number("amount"),
+                currency: text("currency").unwrap_or_default(),
+                attempts: number("attempts") as u32,
+                latency_ms,
+                decline_code: text("decline_code"),
+                failure_reason: text("failure_reason"),
+                capture: object.get("capture").and_then(serde_json::Value::as_bool).unwrap_or(true),
+                amount_captured: number("amount_captured"),
+                at: parsed.created_at,
+                event_id: Some(event.id.clone()),
+                event_type: Some(event.kind),
+            },
+        );
+    }
+
     /// Announces a breaker transition: counted, and streamed.
     pub fn breaker_moved(&self, transition: &Transition) {
         let event = crate::events::breaker_event(transition);
@@ -256,6 +320,11 @@ impl Gateway {
             attempt_timeouts: guard.attempt_timeouts,
             breaker: Some(self.breaker()),
         }
+    }
+
+    /// What sends webhooks.
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
     }
 
     /// How often the reconciler runs.
@@ -310,26 +379,5 @@ impl Gateway {
         let value = work.await;
         self.metrics.observe_store(operation, started.elapsed());
         value
-    }
-
-    /// Announces a payment's (new) state on the live stream.
-    fn emit(&self, payment: &Payment, latency: Option<Duration>) {
-        self.events.publish(
-            "payment",
-            &wire::PaymentEvent {
-                payment_id: payment.id.clone(),
-                merchant_id: payment.merchant_id.clone(),
-                status: payment.shown_status(),
-                amount: payment.amount,
-                currency: payment.currency.clone(),
-                attempts: payment.attempts,
-                latency_ms: latency.map(|d| d.as_secs_f64() * 1_000.0),
-                decline_code: payment.decline_code.clone(),
-                failure_reason: payment.failure_reason.clone(),
-                capture: payment.capture,
-                amount_captured: payment.captured(),
-                at: Utc::now(),
-            },
-        );
     }
 }

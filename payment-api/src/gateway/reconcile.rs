@@ -84,12 +84,7 @@ impl Gateway {
                     PaymentStatus::Processing => return self.reschedule(applied.payment).await.map(|()| false),
                     // Failed: meanwhile (the charge is a newer payment's, and the reconciler never
                     // revives), or now, as the ghost of a retry that holds its key and its charge.
-                    PaymentStatus::Failed => {
-                        if matches!(applied.record, RecordOutcome::Superseded(_)) {
-                            self.emit(&applied.payment, None);
-                        }
-                        return Ok(false);
-                    }
+                    PaymentStatus::Failed => return Ok(false),
                     PaymentStatus::Succeeded
                     | PaymentStatus::RequiresCapture
                     | PaymentStatus::Declined
@@ -99,7 +94,6 @@ impl Gateway {
                 }
                 info!(payment_id = %applied.payment.id, status = applied.payment.status.as_str(), "reconciled payment");
                 self.metrics.reconciled.inc(format!("result=\"{}\"", applied.payment.status.as_str()));
-                self.emit(&applied.payment, None);
                 Ok(true)
             }
             Inquiry::NotFound if self.commit_window_passed(last_sent) => {
@@ -112,7 +106,6 @@ impl Gateway {
                 }
                 info!(payment_id = %applied.payment.id, "reconciled payment: never charged; key released");
                 self.metrics.reconciled.inc("result=\"released\"".to_owned());
-                self.emit(&applied.payment, None);
                 Ok(true)
             }
             other => {
@@ -155,7 +148,6 @@ impl Gateway {
             settled = true;
             info!(payment_id = %current.id, refund_id = %refund.id, "reconciled refund");
             self.metrics.reconciled.inc("result=\"refund\"".to_owned());
-            self.emit(&current, None);
         }
         if current.has_pending_refunds() {
             self.reschedule(current).await?;

@@ -130,7 +130,7 @@ impl Gateway {
                 may_have_acted: true,
             },
         };
-        let answered = self.finish(Operation::Refund, payment, outcome, None).await;
+        let answered = self.finish(Operation::Refund, payment, outcome).await;
         if let Ok(answer) = &answered {
             info!(payment_id, refund_id, amount = refund.amount, status = answer.status, "refund answered");
         }

@@ -3,6 +3,7 @@
 //! ([`problem`]). Handlers parse, call the gateway, and answer.
 //!
 //! - [`payments`]: `/v1/payments…` (merchant key);
+//! - [`webhooks`]: `/v1/events…` and `/v1/webhook_endpoints…` (merchant key);
 //! - [`admin`]: `/admin/…` (admin key);
 //! - [`operations`]: health, readiness, metrics;
 //! - [`openapi`]: the OpenAPI document and its docs page.
@@ -12,6 +13,7 @@ pub mod openapi;
 pub mod operations;
 pub mod payments;
 pub mod problem;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -20,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http_conventions::problem::{ErrorCode, Problem};
 use http_conventions::request_id::{self, RequestId};
 use tracing::Instrument;
@@ -31,6 +33,9 @@ use crate::auth::{authorization, bearer, secret_matches};
 use self::admin::{get_breaker, put_breaker, stream};
 use self::operations::{healthz, metrics, readyz};
 use self::payments::{cancel_payment, capture_payment, create_payment, create_refund, get_payment, list_payments};
+use self::webhooks::{
+    create_endpoint, delete_endpoint, get_event, list_deliveries, list_endpoints, list_events, redeliver,
+};
 
 /// Every route of the gateway, with its middleware, and the API documentation.
 pub fn router(app: Arc<App>) -> Router {
@@ -40,6 +45,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/payments/{id}/refunds", post(create_refund))
         .route("/v1/payments/{id}/capture", post(capture_payment))
         .route("/v1/payments/{id}/cancel", post(cancel_payment))
+        .route("/v1/events", get(list_events))
+        .route("/v1/events/{id}", get(get_event))
+        .route("/v1/events/{id}/deliveries", get(list_deliveries))
+        .route("/v1/events/{id}/redeliver", post(redeliver))
+        .route("/v1/webhook_endpoints", post(create_endpoint).get(list_endpoints))
+        .route("/v1/webhook_endpoints/{id}", delete(delete_endpoint))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), authenticate));
     let admin_routes = Router::new()
         .route("/admin/breaker", get(get_breaker).put(put_breaker))

@@ -18,6 +18,13 @@ use utoipa::{Modify, OpenApi};
         super::payments::create_refund,
         super::payments::capture_payment,
         super::payments::cancel_payment,
+        super::webhooks::list_events,
+        super::webhooks::get_event,
+        super::webhooks::list_deliveries,
+        super::webhooks::redeliver,
+        super::webhooks::create_endpoint,
+        super::webhooks::list_endpoints,
+        super::webhooks::delete_endpoint,
         super::operations::healthz,
         super::operations::readyz,
         super::operations::metrics,
@@ -29,6 +36,8 @@ use utoipa::{Modify, OpenApi};
     modifiers(&Security),
     tags(
         (name = "payments", description = "Payments, their capture or cancel, and refunds (Bearer API key)"),
+        (name = "events", description = "The event log, and webhook deliveries of each event (Bearer API key)"),
+        (name = "webhooks", description = "Webhook endpoints: Standard Webhooks deliveries of events (Bearer API key)"),
         (name = "admin", description = "Operator routes (Bearer admin key)"),
         (name = "operations", description = "Health, readiness and metrics"),
     )

@@ -1,11 +1,14 @@
 //! The payment domain: what a client sends ([`request`]), what the gateway stores and shows
-//! ([`payment`]), and the changes a payment goes through ([`change`]).
+//! ([`payment`]), the changes a payment goes through ([`change`]) and the events they produce
+//! ([`event`]).
 
 pub mod change;
+pub mod event;
 pub mod payment;
 pub mod request;
 
 pub use change::{Change, ChargeOutcome, HoldClosed, Refusal};
+pub use event::{EventType, StoredEvent, events_for};
 pub use payment::{
     CancellationReason, CardSummary, HoldEnd, Payment, PaymentStatus, PendingKind, PendingOperation, PublicPayment,
     PublicRefund, Refund, RefundStatus,

@@ -1,14 +1,16 @@
 //! The in-memory backend: the reference implementation of the store contract, for tests and demos.
 //! Everything sits behind one mutex, so every operation is atomic.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::outbox::{EventFilter, EventPage, EventPager, LogEntry, Saved, leased, may_save, seq_cursor};
 use super::{
     Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, IndexEntry, Pager, PaymentFilter, PaymentPage,
     RecordChange, RecordWrite, decide_claim, decide_commit, index_moves, now_ms,
 };
-use crate::model::Payment;
+use crate::model::{Payment, StoredEvent};
+use crate::webhook::{Delivery, Endpoint};
 
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
@@ -23,6 +25,21 @@ struct State {
     by_merchant: BTreeSet<(String, i64, String)>,
     /// (due ms, id)
     due: BTreeSet<(i64, String)>,
+    events: HashMap<String, StoredEvent>,
+    /// (merchant, type or "" for every type, event id)
+    event_index: BTreeSet<(String, &'static str, String)>,
+    /// The log, in the order events were written: seq → event id.
+    log: BTreeMap<u64, String>,
+    /// The last seq given (the log's end, even when pruning emptied it).
+    last_seq: u64,
+    /// Every event up to this seq is fanned out to its deliveries.
+    fanned_out: u64,
+    /// (merchant, endpoint id)
+    endpoints: BTreeMap<(String, String), Endpoint>,
+    /// (event id, endpoint id)
+    deliveries: BTreeMap<(String, String), Delivery>,
+    /// (due ms, event id, endpoint id)
+    deliveries_due: BTreeSet<(i64, String, String)>,
 }
 
 impl State {
@@ -39,6 +56,27 @@ impl State {
             self.due.insert((due, payment.id.clone()));
         }
         self.payments.insert(payment.id.clone(), payment.clone());
+    }
+
+    fn put_events(&mut self, events: &[StoredEvent]) {
+        for event in events {
+            self.last_seq += 1;
+            self.log.insert(self.last_seq, event.id.clone());
+            self.event_index.insert((event.merchant_id.clone(), "", event.id.clone()));
+            self.event_index.insert((event.merchant_id.clone(), event.kind.as_str(), event.id.clone()));
+            self.events.insert(event.id.clone(), event.clone());
+        }
+    }
+
+    fn put_delivery(&mut self, delivery: &Delivery) {
+        let key = (delivery.event_id.clone(), delivery.endpoint_id.clone());
+        if let Some(old) = self.deliveries.get(&key).and_then(|d| d.due_ms) {
+            self.deliveries_due.remove(&(old, key.0.clone(), key.1.clone()));
+        }
+        if let Some(due) = delivery.due_ms {
+            self.deliveries_due.insert((due, key.0.clone(), key.1.clone()));
+        }
+        self.deliveries.insert(key, delivery.clone());
     }
 }
 
@@ -57,6 +95,7 @@ impl MemoryStore {
             && let Some(payment) = request.insert
         {
             state.put_payment(payment);
+            state.put_events(request.events);
         }
         Ok(claim)
     }
@@ -81,6 +120,7 @@ impl MemoryStore {
         }
         if plan.write_payment {
             state.put_payment(commit.payment);
+            state.put_events(commit.events);
         }
         Ok(plan.outcome)
     }
@@ -118,4 +158,137 @@ impl MemoryStore {
     pub fn record(&self, key: &str) -> Option<IdempotencyRecord> {
         self.lock().records.get(key).filter(|r| r.expires_at_ms > now_ms()).cloned()
     }
+
+    pub fn event(&self, id: &str) -> Option<StoredEvent> {
+        self.lock().events.get(id).cloned()
+    }
+
+    pub fn events(&self, merchant: &str, filter: &EventFilter) -> EventPage {
+        let state = self.lock();
+        let kind = filter.kind.map_or("", |k| k.as_str());
+        let mut pager = EventPager::new(filter.limit);
+        let lower = (merchant.to_owned(), kind, String::new());
+        let upper = (merchant.to_owned(), kind, filter.starting_after.clone().unwrap_or_else(|| "\x7f".to_owned()));
+        for (_, _, id) in state.event_index.range(lower..upper).rev() {
+            let Some(event) = state.events.get(id) else { continue };
+            if pager.offer(event.clone()).is_break() {
+                break;
+            }
+        }
+        pager.finish()
+    }
+
+    pub fn log_after(&self, cursor: Option<&str>, limit: usize) -> Vec<LogEntry> {
+        let state = self.lock();
+        let after = cursor.and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+        entries(&state, after, limit)
+    }
+
+    pub fn log_end(&self) -> String {
+        seq_cursor(self.lock().last_seq)
+    }
+
+    pub fn outbox(&self, limit: usize) -> Vec<LogEntry> {
+        let state = self.lock();
+        entries(&state, state.fanned_out, limit)
+    }
+
+    pub fn fan_out(&self, ack: Option<&str>, deliveries: &[Delivery]) {
+        let mut state = self.lock();
+        for delivery in deliveries {
+            if !state.deliveries.contains_key(&(delivery.event_id.clone(), delivery.endpoint_id.clone())) {
+                state.put_delivery(delivery);
+            }
+        }
+        let seq = ack.and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+        state.fanned_out = state.fanned_out.max(seq);
+    }
+
+    pub fn create_endpoint(&self, endpoint: &Endpoint) -> Endpoint {
+        let mut state = self.lock();
+        let key = (endpoint.merchant_id.clone(), endpoint.id.clone());
+        state.endpoints.entry(key).or_insert_with(|| endpoint.clone()).clone()
+    }
+
+    pub fn save_endpoint(&self, endpoint: &Endpoint) {
+        let key = (endpoint.merchant_id.clone(), endpoint.id.clone());
+        self.lock().endpoints.insert(key, endpoint.clone());
+    }
+
+    pub fn endpoints(&self, merchant: &str) -> Vec<Endpoint> {
+        let state = self.lock();
+        let lower = (merchant.to_owned(), String::new());
+        state.endpoints.range(lower..).take_while(|((m, _), _)| m == merchant).map(|(_, e)| e.clone()).collect()
+    }
+
+    pub fn deliveries(&self, event_id: &str) -> Vec<Delivery> {
+        let state = self.lock();
+        let lower = (event_id.to_owned(), String::new());
+        state.deliveries.range(lower..).take_while(|((e, _), _)| e == event_id).map(|(_, d)| d.clone()).collect()
+    }
+
+    pub fn take_due_deliveries(&self, now_ms: i64, lease_ms: i64, limit: usize) -> Vec<Delivery> {
+        let mut state = self.lock();
+        let due: Vec<(i64, String, String)> =
+            state.deliveries_due.iter().take_while(|(due, _, _)| *due <= now_ms).take(limit).cloned().collect();
+        let mut taken = Vec::with_capacity(due.len());
+        for (_, event, endpoint) in due {
+            let Some(delivery) = state.deliveries.get(&(event, endpoint)) else { continue };
+            let delivery = leased(delivery, now_ms + lease_ms);
+            state.put_delivery(&delivery);
+            taken.push(delivery);
+        }
+        taken
+    }
+
+    pub fn save_delivery(&self, delivery: &Delivery) -> Saved {
+        let mut state = self.lock();
+        let stored = state.deliveries.get(&(delivery.event_id.clone(), delivery.endpoint_id.clone()));
+        if !may_save(stored.map(|d| d.version), delivery) {
+            return Saved::Conflict(stored.cloned().map(Box::new));
+        }
+        state.put_delivery(delivery);
+        Saved::Written
+    }
+
+    /// Forgets events created before `before_ms`, and their deliveries.
+    pub fn prune(&self, before_ms: i64) -> usize {
+        let mut state = self.lock();
+        let mut pruned = 0;
+        while let Some((&seq, id)) = state.log.first_key_value() {
+            let id = id.clone();
+            if state.events.get(&id).is_some_and(|e| e.created_ms >= before_ms) {
+                break;
+            }
+            state.log.remove(&seq);
+            if let Some(event) = state.events.remove(&id) {
+                state.event_index.remove(&(event.merchant_id.clone(), "", id.clone()));
+                state.event_index.remove(&(event.merchant_id.clone(), event.kind.as_str(), id.clone()));
+            }
+            let gone: Vec<Delivery> = {
+                let lower = (id.clone(), String::new());
+                state.deliveries.range(lower..).take_while(|((e, _), _)| *e == id).map(|(_, d)| d.clone()).collect()
+            };
+            for delivery in gone {
+                if let Some(due) = delivery.due_ms {
+                    state.deliveries_due.remove(&(due, id.clone(), delivery.endpoint_id.clone()));
+                }
+                state.deliveries.remove(&(id.clone(), delivery.endpoint_id));
+            }
+            pruned += 1;
+        }
+        pruned
+    }
+}
+
+/// The log's entries after seq `after`, oldest first.
+fn entries(state: &State, after: u64, limit: usize) -> Vec<LogEntry> {
+    state
+        .log
+        .range(after + 1..)
+        .filter_map(|(seq, id)| {
+            state.events.get(id).map(|event| LogEntry { cursor: seq_cursor(*seq), event: event.clone() })
+        })
+        .take(limit)
+        .collect()
 }

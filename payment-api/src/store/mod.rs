@@ -22,6 +22,7 @@
 //! back, and a client's retry reaches the bank under the same bank key (see `Payment::bank_key`).
 
 pub mod memory;
+pub mod outbox;
 pub mod redb;
 pub mod redis;
 pub mod rules;
@@ -30,7 +31,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Payment, PaymentStatus};
+use self::outbox::{EventFilter, EventPage, LogEntry, Saved};
+use crate::model::{Payment, PaymentStatus, StoredEvent};
+use crate::webhook::{Delivery, Endpoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,6 +90,8 @@ pub struct ClaimRequest<'a> {
     pub retention: Duration,
     /// The payment to create together with the record, for a new key.
     pub insert: Option<&'a Payment>,
+    /// The events its creation produces, written with it.
+    pub events: &'a [StoredEvent],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +115,8 @@ pub struct Commit<'a> {
     /// which must still be the stored one.
     pub payment: &'a Payment,
     pub record: RecordChange<'a>,
+    /// The events the change produces: written exactly when the payment is.
+    pub events: &'a [StoredEvent],
 }
 
 /// What a [`Commit`] does to an idempotency record.
@@ -350,15 +357,23 @@ pub enum Store {
     Redis(redis::RedisStore),
 }
 
+/// How long events (and their deliveries) are kept by default: 30 days.
+pub const EVENT_RETENTION: Duration = Duration::from_secs(2_592_000);
+
 impl Store {
-    /// Opens `memory`, `redb:<path>` or `redis://host:port/db`.
+    /// Opens `memory`, `redb:<path>` or `redis://host:port/db`, keeping events for 30 days.
     pub async fn open(location: &str) -> Result<Self, StoreError> {
+        Self::open_with(location, EVENT_RETENTION).await
+    }
+
+    /// Opens the store, keeping events (and their deliveries) for `event_retention`.
+    pub async fn open_with(location: &str, event_retention: Duration) -> Result<Self, StoreError> {
         if location == "memory" {
             Ok(Store::Memory(memory::MemoryStore::default()))
         } else if let Some(path) = location.strip_prefix("redb:") {
             Ok(Store::Redb(redb::RedbStore::open(path).await?))
         } else if location.starts_with("redis://") || location.starts_with("rediss://") {
-            Ok(Store::Redis(redis::RedisStore::connect(location).await?))
+            Ok(Store::Redis(redis::RedisStore::connect(location, event_retention).await?))
         } else {
             Err(StoreError::InvalidUrl(format!("`{location}`: expected memory, redb:<path> or redis://host:port/db")))
         }
@@ -425,6 +440,149 @@ impl Store {
         }
     }
 
+    pub async fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.event(id)),
+            Store::Redb(s) => s.event(id).await,
+            Store::Redis(s) => s.event(id).await,
+        }
+    }
+
+    /// A page of a merchant's events, newest first.
+    pub async fn events(&self, merchant: &str, filter: &EventFilter) -> Result<EventPage, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.events(merchant, filter)),
+            Store::Redb(s) => s.events(merchant, filter).await,
+            Store::Redis(s) => s.events(merchant, filter).await,
+        }
+    }
+
+    /// Events written after `cursor` (from the start: `None`), oldest first: the tail of the log.
+    pub async fn log_after(&self, cursor: Option<&str>, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.log_after(cursor, limit)),
+            Store::Redb(s) => s.log_after(cursor, limit).await,
+            Store::Redis(s) => s.log_after(cursor, limit).await,
+        }
+    }
+
+    /// Where the log ends now: read on from here to see only what is written from now on.
+    pub async fn log_end(&self) -> Result<String, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.log_end()),
+            Store::Redb(s) => s.log_end().await,
+            Store::Redis(s) => s.log_end().await,
+        }
+    }
+
+    /// Events not fanned out to their deliveries yet, oldest first. On Redis, entries are handed
+    /// to `consumer` (each to one consumer of the group), and entries another consumer took more
+    /// than `claim_idle` ago without finishing (it died) are taken over; elsewhere one
+    /// dispatcher reads them in order.
+    pub async fn outbox(
+        &self,
+        consumer: &str,
+        limit: usize,
+        claim_idle: Duration,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.outbox(limit)),
+            Store::Redb(s) => s.outbox(limit).await,
+            Store::Redis(s) => s.outbox(consumer, limit, claim_idle).await,
+        }
+    }
+
+    /// Creates the event's deliveries (those that do not exist yet) and, with `ack` (its outbox
+    /// entry's cursor), marks it fanned out, in one atomic step.
+    pub async fn fan_out(
+        &self,
+        event: &StoredEvent,
+        ack: Option<&str>,
+        deliveries: &[Delivery],
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(s) => {
+                s.fan_out(ack, deliveries);
+                Ok(())
+            }
+            Store::Redb(s) => s.fan_out(ack, deliveries).await,
+            Store::Redis(s) => s.fan_out(event, ack, deliveries).await,
+        }
+    }
+
+    /// Stores a new endpoint, unless one with its id exists: returns the one stored.
+    pub async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.create_endpoint(endpoint)),
+            Store::Redb(s) => s.create_endpoint(endpoint).await,
+            Store::Redis(s) => s.create_endpoint(endpoint).await,
+        }
+    }
+
+    /// Writes an endpoint over the stored one (to mark it deleted).
+    pub async fn save_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(s) => {
+                s.save_endpoint(endpoint);
+                Ok(())
+            }
+            Store::Redb(s) => s.save_endpoint(endpoint).await,
+            Store::Redis(s) => s.save_endpoint(endpoint).await,
+        }
+    }
+
+    /// A merchant's endpoints, deleted ones included.
+    pub async fn endpoints(&self, merchant: &str) -> Result<Vec<Endpoint>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.endpoints(merchant)),
+            Store::Redb(s) => s.endpoints(merchant).await,
+            Store::Redis(s) => s.endpoints(merchant).await,
+        }
+    }
+
+    /// An event's deliveries, one per endpoint it was fanned out to.
+    pub async fn deliveries(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.deliveries(event_id)),
+            Store::Redb(s) => s.deliveries(event_id).await,
+            Store::Redis(s) => s.deliveries(event_id).await,
+        }
+    }
+
+    /// Deliveries due by `now_ms`, oldest due first, each leased to the caller for `lease_ms` (no
+    /// other worker takes it meanwhile; anyone may once the lease ran out).
+    pub async fn take_due_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.take_due_deliveries(now_ms, lease_ms, limit)),
+            Store::Redb(s) => s.take_due_deliveries(now_ms, lease_ms, limit).await,
+            Store::Redis(s) => s.take_due_deliveries(now_ms, lease_ms, limit).await,
+        }
+    }
+
+    /// Writes a delivery over the version it was derived from (see [`outbox::Saved`]).
+    pub async fn save_delivery(&self, delivery: &Delivery) -> Result<Saved, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.save_delivery(delivery)),
+            Store::Redb(s) => s.save_delivery(delivery).await,
+            Store::Redis(s) => s.save_delivery(delivery).await,
+        }
+    }
+
+    /// Forgets events created before `before_ms` and their deliveries (Redis expires them by
+    /// itself). Returns how many were forgotten.
+    pub async fn prune_events(&self, before_ms: i64) -> Result<usize, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.prune(before_ms)),
+            Store::Redb(s) => s.prune(before_ms).await,
+            Store::Redis(_) => Ok(0),
+        }
+    }
+
     /// Whether the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
@@ -457,7 +615,7 @@ mod tests {
     #[test]
     fn a_commit_writes_only_over_the_version_it_was_derived_from() {
         let next = payment(4);
-        let commit = Commit { payment: &next, record: RecordChange::Keep };
+        let commit = Commit { payment: &next, record: RecordChange::Keep, events: &[] };
         assert_eq!(decide_commit(None, Some(3), &commit, 0).outcome, Committed::Written);
         assert_eq!(decide_commit(None, Some(4), &commit, 0).outcome, Committed::Conflict(None), "a newer one won");
         assert_eq!(decide_commit(None, Some(2), &commit, 0).outcome, Committed::Conflict(None));
@@ -475,7 +633,7 @@ mod tests {
             response: &response,
             retention: Duration::from_secs(10),
         };
-        let commit = Commit { payment: &next, record: finish };
+        let commit = Commit { payment: &next, record: finish, events: &[] };
         let ours = record("pay_1", RecordState::InFlight { owner: "o".into(), lease_until_ms: 5_000 });
         let plan = decide_commit(Some(&ours), Some(1), &commit, 0);
         assert!(matches!(&plan.record, RecordWrite::Put(r) if r.fingerprint == "fp" && r.is_final()));
@@ -489,7 +647,7 @@ mod tests {
     fn a_release_never_frees_a_key_under_a_live_lease_and_then_writes_nothing() {
         let next = payment(2);
         let release = RecordChange::Release { key: "k", resource_id: "pay_1", owner: None };
-        let commit = Commit { payment: &next, record: release };
+        let commit = Commit { payment: &next, record: release, events: &[] };
         let live = record("pay_1", RecordState::InFlight { owner: "o".into(), lease_until_ms: 5_000 });
         assert_eq!(decide_commit(Some(&live), Some(1), &commit, 0), CommitPlan::nothing(Committed::Refused));
         let plan = decide_commit(Some(&live), Some(1), &commit, 6_000);

@@ -17,11 +17,13 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::outbox::{EventFilter, EventPage, EventPager, LogEntry, Saved, leased, may_save, seq_cursor};
 use super::{
     Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, IndexEntry, Pager, PaymentFilter, PaymentPage,
     RecordChange, RecordWrite, StoreError, created_micros, decide_claim, decide_commit, index_moves, now_ms,
 };
-use crate::model::Payment;
+use crate::model::{Payment, StoredEvent};
+use crate::webhook::{Delivery, Endpoint};
 
 const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("idempotency_records");
 const PAYMENTS: TableDefinition<&str, &str> = TableDefinition::new("payments");
@@ -36,6 +38,21 @@ const NOT_DUE: i64 = i64::MIN;
 /// id → the payment's version, so a commit checks it without reading the payment's JSON.
 /// Payments written before this table have no entry; their JSON tells.
 const VERSIONS: TableDefinition<&str, u64> = TableDefinition::new("payment_versions");
+
+/// id → the event (`StoredEvent` as JSON).
+const EVENTS: TableDefinition<&str, &str> = TableDefinition::new("events");
+/// `merchant \x1f type ('' for every type) \x1f event id` → ()
+const EVENT_INDEX: TableDefinition<&str, ()> = TableDefinition::new("events_by_merchant");
+/// seq → event id: the log, in the order events were written.
+const EVENT_LOG: TableDefinition<u64, &str> = TableDefinition::new("event_log");
+/// `last_seq` (the log's end) and `fanned_out` (every event up to it is fanned out).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `merchant \x1f endpoint id` → the endpoint (JSON).
+const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("webhook_endpoints");
+/// `event id \x1f endpoint id` → the delivery (JSON).
+const DELIVERIES: TableDefinition<&str, &str> = TableDefinition::new("webhook_deliveries");
+/// `due ms (20 digits) \x1f event id \x1f endpoint id` → ()
+const DELIVERIES_DUE: TableDefinition<&str, ()> = TableDefinition::new("webhook_deliveries_due");
 
 /// The most changes one transaction takes.
 const MAX_BATCH: usize = 256;
@@ -187,6 +204,89 @@ fn put_payment(txn: &WriteTransaction, payment: &Payment) -> Result<(), StoreErr
     Ok(())
 }
 
+fn event_index_key(merchant: &str, kind: &str, id: &str) -> String {
+    format!("{merchant}\x1f{kind}\x1f{id}")
+}
+
+/// Appends events to the log and indexes them, inside the caller's transaction.
+fn put_events(txn: &WriteTransaction, events: &[StoredEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut meta = txn.open_table(META).map_err(unavailable)?;
+    let mut seq = meta.get("last_seq").map_err(unavailable)?.map_or(0, |v| v.value());
+    let mut table = txn.open_table(EVENTS).map_err(unavailable)?;
+    let mut index = txn.open_table(EVENT_INDEX).map_err(unavailable)?;
+    let mut log = txn.open_table(EVENT_LOG).map_err(unavailable)?;
+    for event in events {
+        seq += 1;
+        let json = serde_json::to_string(event).map_err(corrupt)?;
+        table.insert(event.id.as_str(), json.as_str()).map_err(unavailable)?;
+        index.insert(event_index_key(&event.merchant_id, "", &event.id).as_str(), ()).map_err(unavailable)?;
+        index
+            .insert(event_index_key(&event.merchant_id, event.kind.as_str(), &event.id).as_str(), ())
+            .map_err(unavailable)?;
+        log.insert(seq, event.id.as_str()).map_err(unavailable)?;
+    }
+    meta.insert("last_seq", seq).map_err(unavailable)?;
+    Ok(())
+}
+
+fn delivery_key(event_id: &str, endpoint_id: &str) -> String {
+    format!("{event_id}\x1f{endpoint_id}")
+}
+
+fn delivery_due_key(due_ms: i64, event_id: &str, endpoint_id: &str) -> String {
+    format!("{:020}\x1f{event_id}\x1f{endpoint_id}", due_ms.max(0))
+}
+
+fn read_delivery(txn: &WriteTransaction, event_id: &str, endpoint_id: &str) -> Result<Option<Delivery>, StoreError> {
+    let table = txn.open_table(DELIVERIES).map_err(unavailable)?;
+    let raw = table.get(delivery_key(event_id, endpoint_id).as_str()).map_err(unavailable)?;
+    raw.map(|raw| serde_json::from_str(raw.value()).map_err(corrupt)).transpose()
+}
+
+/// Writes a delivery over `old` (the stored one), keeping the due index in step.
+fn put_delivery(txn: &WriteTransaction, old: Option<&Delivery>, delivery: &Delivery) -> Result<(), StoreError> {
+    let mut due = txn.open_table(DELIVERIES_DUE).map_err(unavailable)?;
+    if let Some(at) = old.and_then(|d| d.due_ms) {
+        due.remove(delivery_due_key(at, &delivery.event_id, &delivery.endpoint_id).as_str()).map_err(unavailable)?;
+    }
+    if let Some(at) = delivery.due_ms {
+        due.insert(delivery_due_key(at, &delivery.event_id, &delivery.endpoint_id).as_str(), ())
+            .map_err(unavailable)?;
+    }
+    let json = serde_json::to_string(delivery).map_err(corrupt)?;
+    let mut table = txn.open_table(DELIVERIES).map_err(unavailable)?;
+    table
+        .insert(delivery_key(&delivery.event_id, &delivery.endpoint_id).as_str(), json.as_str())
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// The log's entries after seq `after`, oldest first.
+fn log_entries(txn: &redb::ReadTransaction, after: u64, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+    let log = txn.open_table(EVENT_LOG).map_err(unavailable)?;
+    let events = txn.open_table(EVENTS).map_err(unavailable)?;
+    let mut found = Vec::new();
+    for entry in log.range(after.saturating_add(1)..).map_err(unavailable)? {
+        if found.len() == limit {
+            break;
+        }
+        let (seq, id) = entry.map_err(unavailable)?;
+        if let Some(raw) = events.get(id.value()).map_err(unavailable)? {
+            let event = serde_json::from_str(raw.value()).map_err(corrupt)?;
+            found.push(LogEntry { cursor: seq_cursor(seq.value()), event });
+        }
+    }
+    Ok(found)
+}
+
+fn meta_value(txn: &redb::ReadTransaction, name: &str) -> Result<u64, StoreError> {
+    let meta = txn.open_table(META).map_err(unavailable)?;
+    Ok(meta.get(name).map_err(unavailable)?.map_or(0, |v| v.value()))
+}
+
 fn read_payment(txn: &WriteTransaction, id: &str) -> Result<Option<Payment>, StoreError> {
     let payments = txn.open_table(PAYMENTS).map_err(unavailable)?;
     let raw = payments.get(id).map_err(unavailable)?;
@@ -232,6 +332,13 @@ impl RedbStore {
             txn.open_table(DUE).map_err(unavailable)?;
             txn.open_table(DUE_OF).map_err(unavailable)?;
             txn.open_table(VERSIONS).map_err(unavailable)?;
+            txn.open_table(EVENTS).map_err(unavailable)?;
+            txn.open_table(EVENT_INDEX).map_err(unavailable)?;
+            txn.open_table(EVENT_LOG).map_err(unavailable)?;
+            txn.open_table(META).map_err(unavailable)?;
+            txn.open_table(ENDPOINTS).map_err(unavailable)?;
+            txn.open_table(DELIVERIES).map_err(unavailable)?;
+            txn.open_table(DELIVERIES_DUE).map_err(unavailable)?;
             txn.commit().map_err(unavailable)?;
             Ok(Arc::new(db))
         })
@@ -279,6 +386,7 @@ impl RedbStore {
         let resource_id = request.resource_id.to_owned();
         let (lease, retention) = (request.lease, request.retention);
         let insert = request.insert.cloned();
+        let events = request.events.to_vec();
         self.write(move |txn| {
             let request = ClaimRequest {
                 key: &key,
@@ -288,6 +396,7 @@ impl RedbStore {
                 lease,
                 retention,
                 insert: insert.as_ref(),
+                events: &events,
             };
             let existing = read_record(txn, &key)?;
             let (claim, record) = decide_claim(existing.as_ref(), &request, now_ms());
@@ -298,6 +407,7 @@ impl RedbStore {
                 && let Some(payment) = &insert
             {
                 put_payment(txn, payment)?;
+                put_events(txn, &events)?;
             }
             Ok(claim)
         })
@@ -307,8 +417,9 @@ impl RedbStore {
     pub async fn commit(&self, commit: Commit<'_>) -> Result<Committed, StoreError> {
         let payment = commit.payment.clone();
         let record_change = OwnedRecordChange::of(&commit.record);
+        let events = commit.events.to_vec();
         self.write(move |txn| {
-            let commit = Commit { payment: &payment, record: record_change.borrow() };
+            let commit = Commit { payment: &payment, record: record_change.borrow(), events: &events };
             let record = match commit.record.key() {
                 Some(key) => read_record(txn, key)?,
                 None => None,
@@ -326,6 +437,7 @@ impl RedbStore {
             }
             if plan.write_payment {
                 put_payment(txn, &payment)?;
+                put_events(txn, &events)?;
             }
             Ok(plan.outcome)
         })
@@ -411,6 +523,227 @@ impl RedbStore {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|txn| txn.open_table(RECORDS).map(drop).map_err(unavailable)).await
+    }
+
+    pub async fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |txn| {
+            let events = txn.open_table(EVENTS).map_err(unavailable)?;
+            let raw = events.get(id.as_str()).map_err(unavailable)?;
+            raw.map(|raw| serde_json::from_str(raw.value()).map_err(corrupt)).transpose()
+        })
+        .await
+    }
+
+    pub async fn events(&self, merchant: &str, filter: &EventFilter) -> Result<EventPage, StoreError> {
+        let (merchant, filter) = (merchant.to_owned(), filter.clone());
+        self.read(move |txn| {
+            let kind = filter.kind.map_or("", |k| k.as_str());
+            let lower = event_index_key(&merchant, kind, "");
+            let upper = event_index_key(&merchant, kind, filter.starting_after.as_deref().unwrap_or("\x7f"));
+            let index = txn.open_table(EVENT_INDEX).map_err(unavailable)?;
+            let events = txn.open_table(EVENTS).map_err(unavailable)?;
+            let mut pager = EventPager::new(filter.limit);
+            for entry in index.range(lower.as_str()..upper.as_str()).map_err(unavailable)?.rev() {
+                let (key, _) = entry.map_err(unavailable)?;
+                let Some(id) = key.value().rsplit('\x1f').next().map(str::to_owned) else { continue };
+                let Some(raw) = events.get(id.as_str()).map_err(unavailable)? else { continue };
+                if pager.offer(serde_json::from_str(raw.value()).map_err(corrupt)?).is_break() {
+                    break;
+                }
+            }
+            Ok(pager.finish())
+        })
+        .await
+    }
+
+    pub async fn log_after(&self, cursor: Option<&str>, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        let after = cursor.and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+        self.read(move |txn| log_entries(txn, after, limit)).await
+    }
+
+    pub async fn log_end(&self) -> Result<String, StoreError> {
+        self.read(|txn| meta_value(txn, "last_seq").map(seq_cursor)).await
+    }
+
+    pub async fn outbox(&self, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        self.read(move |txn| log_entries(txn, meta_value(txn, "fanned_out")?, limit)).await
+    }
+
+    pub async fn fan_out(&self, ack: Option<&str>, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        let seq = ack.map(str::parse::<u64>).transpose().map_err(corrupt)?.unwrap_or(0);
+        let deliveries = deliveries.to_vec();
+        self.write(move |txn| {
+            for delivery in &deliveries {
+                if read_delivery(txn, &delivery.event_id, &delivery.endpoint_id)?.is_none() {
+                    put_delivery(txn, None, delivery)?;
+                }
+            }
+            let mut meta = txn.open_table(META).map_err(unavailable)?;
+            let fanned = meta.get("fanned_out").map_err(unavailable)?.map_or(0, |v| v.value());
+            meta.insert("fanned_out", fanned.max(seq)).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint, StoreError> {
+        let endpoint = endpoint.clone();
+        self.write(move |txn| {
+            let key = format!("{}\x1f{}", endpoint.merchant_id, endpoint.id);
+            let mut table = txn.open_table(ENDPOINTS).map_err(unavailable)?;
+            if let Some(raw) = table.get(key.as_str()).map_err(unavailable)? {
+                return serde_json::from_str(raw.value()).map_err(corrupt);
+            }
+            let json = serde_json::to_string(&endpoint).map_err(corrupt)?;
+            table.insert(key.as_str(), json.as_str()).map_err(unavailable)?;
+            Ok(endpoint.clone())
+        })
+        .await
+    }
+
+    pub async fn save_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        let endpoint = endpoint.clone();
+        self.write(move |txn| {
+            let key = format!("{}\x1f{}", endpoint.merchant_id, endpoint.id);
+            let json = serde_json::to_string(&endpoint).map_err(corrupt)?;
+            txn.open_table(ENDPOINTS).map_err(unavailable)?.insert(key.as_str(), json.as_str()).map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn endpoints(&self, merchant: &str) -> Result<Vec<Endpoint>, StoreError> {
+        let (prefix, upper) = (format!("{merchant}\x1f"), format!("{merchant}\x1f\x7f"));
+        self.read(move |txn| {
+            let table = txn.open_table(ENDPOINTS).map_err(unavailable)?;
+            let mut found = Vec::new();
+            for entry in table.range(prefix.as_str()..upper.as_str()).map_err(unavailable)? {
+                let (_, raw) = entry.map_err(unavailable)?;
+                found.push(serde_json::from_str(raw.value()).map_err(corrupt)?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    pub async fn deliveries(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let (lower, upper) = (format!("{event_id}\x1f"), format!("{event_id}\x1f\x7f"));
+        self.read(move |txn| {
+            let table = txn.open_table(DELIVERIES).map_err(unavailable)?;
+            let mut found = Vec::new();
+            for entry in table.range(lower.as_str()..upper.as_str()).map_err(unavailable)? {
+                let (_, raw) = entry.map_err(unavailable)?;
+                found.push(serde_json::from_str(raw.value()).map_err(corrupt)?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    pub async fn take_due_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.write(move |txn| {
+            let upper = delivery_due_key(now_ms.saturating_add(1), "", "");
+            let due: Vec<String> = {
+                let table = txn.open_table(DELIVERIES_DUE).map_err(unavailable)?;
+                let mut keys = Vec::new();
+                for entry in table.range(..upper.as_str()).map_err(unavailable)?.take(limit) {
+                    keys.push(entry.map_err(unavailable)?.0.value().to_owned());
+                }
+                keys
+            };
+            let mut taken = Vec::with_capacity(due.len());
+            for key in due {
+                let mut parts = key.split('\x1f').skip(1);
+                let (Some(event_id), Some(endpoint_id)) = (parts.next(), parts.next()) else { continue };
+                let Some(delivery) = read_delivery(txn, event_id, endpoint_id)? else {
+                    txn.open_table(DELIVERIES_DUE).map_err(unavailable)?.remove(key.as_str()).map_err(unavailable)?;
+                    continue;
+                };
+                let next = leased(&delivery, now_ms + lease_ms);
+                put_delivery(txn, Some(&delivery), &next)?;
+                taken.push(next);
+            }
+            Ok(taken)
+        })
+        .await
+    }
+
+    pub async fn save_delivery(&self, delivery: &Delivery) -> Result<Saved, StoreError> {
+        let delivery = delivery.clone();
+        self.write(move |txn| {
+            let stored = read_delivery(txn, &delivery.event_id, &delivery.endpoint_id)?;
+            if !may_save(stored.as_ref().map(|d| d.version), &delivery) {
+                return Ok(Saved::Conflict(stored.map(Box::new)));
+            }
+            put_delivery(txn, stored.as_ref(), &delivery)?;
+            Ok(Saved::Written)
+        })
+        .await
+    }
+
+    /// Forgets events created before `before_ms` (oldest first, at most a few thousand a call),
+    /// with their index entries and deliveries.
+    pub async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.write(move |txn| {
+            let mut pruned = 0;
+            let oldest: Vec<(u64, String)> = {
+                let log = txn.open_table(EVENT_LOG).map_err(unavailable)?;
+                let mut found = Vec::new();
+                for entry in log.iter().map_err(unavailable)?.take(4_096) {
+                    let (seq, id) = entry.map_err(unavailable)?;
+                    found.push((seq.value(), id.value().to_owned()));
+                }
+                found
+            };
+            for (seq, id) in oldest {
+                let event: Option<StoredEvent> = {
+                    let events = txn.open_table(EVENTS).map_err(unavailable)?;
+                    let raw = events.get(id.as_str()).map_err(unavailable)?;
+                    raw.map(|raw| serde_json::from_str(raw.value()).map_err(corrupt)).transpose()?
+                };
+                if event.as_ref().is_some_and(|e| e.created_ms >= before_ms) {
+                    break;
+                }
+                txn.open_table(EVENT_LOG).map_err(unavailable)?.remove(seq).map_err(unavailable)?;
+                if let Some(event) = event {
+                    txn.open_table(EVENTS).map_err(unavailable)?.remove(id.as_str()).map_err(unavailable)?;
+                    let mut index = txn.open_table(EVENT_INDEX).map_err(unavailable)?;
+                    index.remove(event_index_key(&event.merchant_id, "", &id).as_str()).map_err(unavailable)?;
+                    index
+                        .remove(event_index_key(&event.merchant_id, event.kind.as_str(), &id).as_str())
+                        .map_err(unavailable)?;
+                }
+                let gone: Vec<Delivery> = {
+                    let table = txn.open_table(DELIVERIES).map_err(unavailable)?;
+                    let (lower, upper) = (format!("{id}\x1f"), format!("{id}\x1f\x7f"));
+                    let mut found = Vec::new();
+                    for entry in table.range(lower.as_str()..upper.as_str()).map_err(unavailable)? {
+                        found.push(serde_json::from_str(entry.map_err(unavailable)?.1.value()).map_err(corrupt)?);
+                    }
+                    found
+                };
+                for delivery in gone {
+                    if let Some(at) = delivery.due_ms {
+                        let key = delivery_due_key(at, &id, &delivery.endpoint_id);
+                        txn.open_table(DELIVERIES_DUE)
+                            .map_err(unavailable)?
+                            .remove(key.as_str())
+                            .map_err(unavailable)?;
+                    }
+                    let key = delivery_key(&id, &delivery.endpoint_id);
+                    txn.open_table(DELIVERIES).map_err(unavailable)?.remove(key.as_str()).map_err(unavailable)?;
+                }
+                pruned += 1;
+            }
+            Ok(pruned)
+        })
+        .await
     }
 }
 

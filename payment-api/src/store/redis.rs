@@ -7,6 +7,14 @@
 //! the version without decoding JSON), `rp:merchant:<id>` (sorted set of payment ids by creation
 //! time) and `rp:due` (sorted set of the ids of payments due for the reconciler, by when).
 //!
+//! Events: `rp:event:<id>` (the event, expiring after the retention period), `rp:events:<merchant>`
+//! and `rp:events_t:<type>:<merchant>` (sorted sets of event ids by creation time, trimmed to the
+//! retention period), and the stream `rp:outbox`, one entry per event, which the gateway
+//! instances read as one consumer group (`dispatch`) to fan events out to deliveries. Webhooks:
+//! `rp:endpoints:<merchant>` (a hash of endpoints by id), `rp:deliveries:<event id>` (a hash of
+//! the event's deliveries by endpoint id, each with its version under `<endpoint id>:v`) and
+//! `rp:deliveries:due` (a sorted set of `<event id> <endpoint id>` by when each is due).
+//!
 //! The scripts take named arguments (`name, value, name, value, …`), read into a table `a`.
 
 use std::time::Duration;
@@ -14,11 +22,13 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use super::outbox::{EventFilter, EventPage, EventPager, LogEntry, Saved};
 use super::{
     Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, Pager, PaymentFilter, PaymentPage, RecordChange,
     RecordState, StoreError, StoredResponse, created_micros, due_ms,
 };
-use crate::model::Payment;
+use crate::model::{Payment, StoredEvent};
+use crate::webhook::{Delivery, Endpoint};
 
 /// Reads the named arguments, and writes a payment keeping both indexes in step, as
 /// `store::rules::index_moves` says: listed under its merchant on its first write (`created_score`
@@ -37,6 +47,27 @@ local function put_payment(pay_key, merchant_key, due_key, id, version, json, cr
     redis.call('ZADD', due_key, due_score, id)
   else
     redis.call('ZREM', due_key, id)
+  end
+end
+";
+
+/// Writes the events named `ev1_…`, `ev2_…` (`ev_n` of them): each kept for `ev_retention_ms`,
+/// indexed under its merchant (all, and by type) and appended to the outbox stream; the indexes
+/// and the stream drop what is older than the retention period.
+const PUT_EVENTS_FN: &str = r"
+local function put_events()
+  local n = tonumber(a.ev_n or '0')
+  local retention = tonumber(a.ev_retention_ms)
+  for i = 1, n do
+    local p = 'ev' .. i .. '_'
+    local id, merchant, kind, created = a[p .. 'id'], a[p .. 'merchant'], a[p .. 'type'], tonumber(a[p .. 'created'])
+    local horizon = created - retention
+    redis.call('SET', 'rp:event:' .. id, a[p .. 'json'], 'PX', retention)
+    for _, index in ipairs({'rp:events:' .. merchant, 'rp:events_t:' .. kind .. ':' .. merchant}) do
+      redis.call('ZADD', index, created, id)
+      redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. horizon)
+    end
+    redis.call('XADD', 'rp:outbox', 'MINID', '~', tostring(math.max(horizon, 0)), '*', 'event', id)
   end
 end
 ";
@@ -83,6 +114,7 @@ if not record then
   redis.call('PEXPIRE', KEYS[1], a.retention_ms)
   if a.json then
     put_payment(KEYS[2], KEYS[3], KEYS[4], a.id, a.version, a.json, a.created, a.due)
+    put_events()
   end
   return {'fresh'}
 end
@@ -129,6 +161,7 @@ end
 local created = ''
 if not stored then created = a.created end
 put_payment(KEYS[1], KEYS[2], KEYS[3], a.id, a.version, a.json, created, a.due)
+put_events()
 return {'written'}
 ";
 
@@ -141,7 +174,66 @@ return {record.fingerprint, record.resource_id, record.owner, tostring(record.le
         tostring(redis.call('PTTL', KEYS[1]))}
 ";
 
+/// Creates an event's deliveries that do not exist yet and acknowledges its outbox entry.
+/// KEYS: the event's deliveries, the due index, the outbox. Arguments: group, entry,
+/// retention_ms, event, n; and per delivery `d<i>_endpoint`, `d<i>_json`, `d<i>_due`.
+const FAN_OUT: &str = r"
+for i = 1, tonumber(a.n) do
+  local p = 'd' .. i .. '_'
+  local endpoint = a[p .. 'endpoint']
+  if redis.call('HSETNX', KEYS[1], endpoint, a[p .. 'json']) == 1 then
+    redis.call('HSET', KEYS[1], endpoint .. ':v', '1')
+    redis.call('ZADD', KEYS[2], a[p .. 'due'], a.event .. ' ' .. endpoint)
+  end
+end
+if tonumber(a.n) > 0 then redis.call('PEXPIRE', KEYS[1], a.retention_ms) end
+if a.entry ~= '' then redis.call('XACK', KEYS[3], a.group, a.entry) end
+return 'ok'
+";
+
+/// Takes up to `limit` deliveries due by `now`, leasing each until `lease_until` (its version
+/// bumped). KEYS: the due index. Returns json, version pairs.
+const TAKE_DUE: &str = r"
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', a.now, 'LIMIT', 0, tonumber(a.limit))
+local out = {}
+for _, member in ipairs(members) do
+  local space = string.find(member, ' ', 1, true)
+  local hash = 'rp:deliveries:' .. string.sub(member, 1, space - 1)
+  local endpoint = string.sub(member, space + 1)
+  local json = redis.call('HGET', hash, endpoint)
+  if json then
+    local version = redis.call('HINCRBY', hash, endpoint .. ':v', 1)
+    redis.call('ZADD', KEYS[1], a.lease_until, member)
+    table.insert(out, json)
+    table.insert(out, tostring(version))
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+return out
+";
+
+/// Writes a delivery over the version it was derived from. KEYS: the event's deliveries, the
+/// due index. Arguments: endpoint, json, version, due ('' once final), member.
+const SAVE_DELIVERY: &str = r"
+local stored = redis.call('HGET', KEYS[1], a.endpoint .. ':v')
+if not stored or tonumber(stored) + 1 ~= tonumber(a.version) then
+  return {'conflict', redis.call('HGET', KEYS[1], a.endpoint) or '', stored or '0'}
+end
+redis.call('HSET', KEYS[1], a.endpoint, a.json, a.endpoint .. ':v', a.version)
+if a.due ~= '' then
+  redis.call('ZADD', KEYS[2], a.due, a.member)
+else
+  redis.call('ZREM', KEYS[2], a.member)
+end
+return {'written'}
+";
+
 const DUE_KEY: &str = "rp:due";
+const OUTBOX_KEY: &str = "rp:outbox";
+const DELIVERIES_DUE_KEY: &str = "rp:deliveries:due";
+/// The consumer group of the gateway instances that fan events out.
+const GROUP: &str = "dispatch";
 /// How many index entries one listing may walk through before giving up on finding more matches.
 const MAX_SCAN: usize = 10_000;
 
@@ -149,12 +241,16 @@ const MAX_SCAN: usize = 10_000;
 pub struct RedisStore {
     connection: ConnectionManager,
     scripts: std::sync::Arc<Scripts>,
+    event_retention: Duration,
 }
 
 struct Scripts {
     claim: Script,
     commit: Script,
     read_record: Script,
+    fan_out: Script,
+    take_due: Script,
+    save_delivery: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -199,12 +295,51 @@ fn payment_args(invocation: &mut redis::ScriptInvocation<'_>, payment: &Payment)
     Ok(())
 }
 
+/// The named arguments `put_events` takes.
+fn event_args(invocation: &mut redis::ScriptInvocation<'_>, events: &[StoredEvent], retention: Duration) {
+    invocation.arg("ev_n").arg(events.len()).arg("ev_retention_ms").arg(retention.as_millis() as u64);
+    for (i, event) in events.iter().enumerate() {
+        let p = format!("ev{}_", i + 1);
+        let json = serde_json::to_string(event).unwrap_or_default();
+        invocation
+            .arg(format!("{p}id"))
+            .arg(&event.id)
+            .arg(format!("{p}merchant"))
+            .arg(&event.merchant_id)
+            .arg(format!("{p}type"))
+            .arg(event.kind.as_str())
+            .arg(format!("{p}created"))
+            .arg(event.created_ms)
+            .arg(format!("{p}json"))
+            .arg(json);
+    }
+}
+
+fn event_key(id: &str) -> String {
+    format!("rp:event:{id}")
+}
+
+fn deliveries_key(event_id: &str) -> String {
+    format!("rp:deliveries:{event_id}")
+}
+
+fn endpoints_key(merchant: &str) -> String {
+    format!("rp:endpoints:{merchant}")
+}
+
+/// A delivery read from its hash, with the version kept beside it.
+fn delivery_of(json: &str, version: &str) -> Result<Delivery, StoreError> {
+    let mut delivery: Delivery = serde_json::from_str(json).map_err(corrupt)?;
+    delivery.version = version.parse().map_err(corrupt)?;
+    Ok(delivery)
+}
+
 fn payment_keys(invocation: &mut redis::ScriptInvocation<'_>, payment: &Payment) {
     invocation.key(payment_key(&payment.id)).key(merchant_key(&payment.merchant_id)).key(DUE_KEY);
 }
 
 impl RedisStore {
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, event_retention: Duration) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
         // Short timeouts: when Redis is gone, answer 503 quickly instead of holding requests.
         let config = ConnectionManagerConfig::new()
@@ -213,9 +348,35 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_with_config(client, config).await.map_err(unavailable)?;
-        let script = |body: &str| Script::new(&format!("{PUT_PAYMENT_FN}\n{RECORD_FN}\n{body}"));
-        let scripts = Scripts { claim: script(CLAIM), commit: script(COMMIT), read_record: script(READ_RECORD) };
-        Ok(Self { connection, scripts: std::sync::Arc::new(scripts) })
+        let script = |body: &str| Script::new(&format!("{PUT_PAYMENT_FN}\n{PUT_EVENTS_FN}\n{RECORD_FN}\n{body}"));
+        let scripts = Scripts {
+            claim: script(CLAIM),
+            commit: script(COMMIT),
+            read_record: script(READ_RECORD),
+            fan_out: script(FAN_OUT),
+            take_due: script(TAKE_DUE),
+            save_delivery: script(SAVE_DELIVERY),
+        };
+        let store = Self { connection, scripts: std::sync::Arc::new(scripts), event_retention };
+        store.create_group().await?;
+        Ok(store)
+    }
+
+    /// Creates the outbox's consumer group (and the stream) unless it exists. It starts at the
+    /// stream's beginning: every entry is fanned out once, even one written before the group.
+    async fn create_group(&self) -> Result<(), StoreError> {
+        let created: redis::RedisResult<String> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(OUTBOX_KEY)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut self.connection.clone())
+            .await;
+        match created {
+            Err(error) if error.code() != Some("BUSYGROUP") => Err(unavailable(error)),
+            _ => Ok(()),
+        }
     }
 
     pub async fn claim(&self, request: ClaimRequest<'_>) -> Result<Claim, StoreError> {
@@ -237,6 +398,7 @@ impl RedisStore {
             .arg(request.resource_id);
         if let Some(payment) = request.insert {
             payment_args(&mut invocation, payment)?;
+            event_args(&mut invocation, request.events, self.event_retention);
         }
         let reply: Vec<String> = invocation.invoke_async(&mut self.connection.clone()).await.map_err(unavailable)?;
         match reply.as_slice() {
@@ -292,6 +454,7 @@ impl RedisStore {
             }
         }
         payment_args(&mut invocation, payment)?;
+        event_args(&mut invocation, commit.events, self.event_retention);
         let reply: Vec<String> = invocation.invoke_async(&mut self.connection.clone()).await.map_err(unavailable)?;
         match reply.as_slice() {
             [written] if written == "written" => Ok(Committed::Written),
@@ -408,4 +571,304 @@ impl RedisStore {
         let _: String = redis::cmd("PING").query_async(&mut self.connection.clone()).await.map_err(unavailable)?;
         Ok(())
     }
+
+    pub async fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let raw: Option<String> = self.connection.clone().get(event_key(id)).await.map_err(unavailable)?;
+        raw.map(|raw| serde_json::from_str(&raw).map_err(corrupt)).transpose()
+    }
+
+    async fn load_events(&self, ids: &[String]) -> Result<Vec<Option<StoredEvent>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| event_key(id)).collect();
+        let raws: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut self.connection.clone()).await.map_err(unavailable)?;
+        raws.into_iter().map(|raw| raw.map(|raw| serde_json::from_str(&raw).map_err(corrupt)).transpose()).collect()
+    }
+
+    pub async fn events(&self, merchant: &str, filter: &EventFilter) -> Result<EventPage, StoreError> {
+        let index = match filter.kind {
+            Some(kind) => format!("rp:events_t:{}:{merchant}", kind.as_str()),
+            None => format!("rp:events:{merchant}"),
+        };
+        let max = match &filter.starting_after {
+            Some(id) => match StoredEvent::id_ms(id) {
+                Some(ms) => ms.to_string(),
+                None => return Ok(EventPage::default()),
+            },
+            None => "+inf".to_owned(),
+        };
+        let mut pager = EventPager::new(filter.limit);
+        let mut offset = 0;
+        while offset < MAX_SCAN {
+            let ids: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(&index)
+                .arg(&max)
+                .arg("-inf")
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(200)
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(unavailable)?;
+            if ids.is_empty() {
+                break;
+            }
+            offset += ids.len();
+            let below: Vec<String> =
+                ids.into_iter().filter(|id| filter.starting_after.as_ref().is_none_or(|after| id < after)).collect();
+            for event in self.load_events(&below).await?.into_iter().flatten() {
+                if pager.offer(event).is_break() {
+                    return Ok(pager.finish());
+                }
+            }
+        }
+        Ok(pager.finish())
+    }
+
+    /// Entries of the outbox stream, with their events (entries whose event expired are skipped).
+    async fn entries_with_events(&self, entries: Vec<(String, String)>) -> Result<Vec<LogEntry>, StoreError> {
+        let ids: Vec<String> = entries.iter().map(|(_, id)| id.clone()).collect();
+        let events = self.load_events(&ids).await?;
+        Ok(entries
+            .into_iter()
+            .zip(events)
+            .filter_map(|((cursor, _), event)| event.map(|event| LogEntry { cursor, event }))
+            .collect())
+    }
+
+    pub async fn log_after(&self, cursor: Option<&str>, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
+        let start = cursor.map_or_else(|| "-".to_owned(), |c| format!("({c}"));
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(OUTBOX_KEY)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        self.entries_with_events(stream_entries(reply.ids)).await
+    }
+
+    pub async fn log_end(&self) -> Result<String, StoreError> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(OUTBOX_KEY)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(reply.ids.first().map_or_else(|| "0-0".to_owned(), |entry| entry.id.clone()))
+    }
+
+    pub async fn outbox(
+        &self,
+        consumer: &str,
+        limit: usize,
+        claim_idle: Duration,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let entries = match self.read_group(consumer, limit, claim_idle).await {
+            Err(error) if error.code() == Some("NOGROUP") => {
+                // Redis lost its data (and the group with it): start the group again.
+                self.create_group().await?;
+                self.read_group(consumer, limit, claim_idle).await.map_err(unavailable)?
+            }
+            other => other.map_err(unavailable)?,
+        };
+        let found = self.entries_with_events(entries.clone()).await?;
+        let expired: Vec<&String> =
+            entries.iter().map(|(cursor, _)| cursor).filter(|c| !found.iter().any(|f| &f.cursor == *c)).collect();
+        if !expired.is_empty() {
+            // Their events are gone: nothing to fan out.
+            let _: i64 = self.connection.clone().xack(OUTBOX_KEY, GROUP, &expired).await.map_err(unavailable)?;
+        }
+        Ok(found)
+    }
+
+    /// Entries another consumer took over `claim_idle` ago without acknowledging (it died), then
+    /// new ones.
+    async fn read_group(
+        &self,
+        consumer: &str,
+        limit: usize,
+        claim_idle: Duration,
+    ) -> redis::RedisResult<Vec<(String, String)>> {
+        let mut connection = self.connection.clone();
+        let claimed: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(OUTBOX_KEY)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(claim_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut connection)
+            .await?;
+        let mut entries = stream_entries(claimed.claimed);
+        if entries.len() < limit {
+            let options =
+                redis::streams::StreamReadOptions::default().group(GROUP, consumer).count(limit - entries.len());
+            let read: Option<redis::streams::StreamReadReply> =
+                connection.xread_options(&[OUTBOX_KEY], &[">"], &options).await?;
+            for key in read.map(|r| r.keys).unwrap_or_default() {
+                entries.extend(stream_entries(key.ids));
+            }
+        }
+        Ok(entries)
+    }
+
+    pub async fn fan_out(
+        &self,
+        event: &StoredEvent,
+        ack: Option<&str>,
+        deliveries: &[Delivery],
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.fan_out.prepare_invoke();
+        invocation.key(deliveries_key(&event.id)).key(DELIVERIES_DUE_KEY).key(OUTBOX_KEY);
+        invocation
+            .arg("group")
+            .arg(GROUP)
+            .arg("entry")
+            .arg(ack.unwrap_or_default())
+            .arg("retention_ms")
+            .arg(self.event_retention.as_millis() as u64)
+            .arg("event")
+            .arg(&event.id)
+            .arg("n")
+            .arg(deliveries.len());
+        for (i, delivery) in deliveries.iter().enumerate() {
+            let p = format!("d{}_", i + 1);
+            invocation
+                .arg(format!("{p}endpoint"))
+                .arg(&delivery.endpoint_id)
+                .arg(format!("{p}json"))
+                .arg(serde_json::to_string(delivery).map_err(corrupt)?)
+                .arg(format!("{p}due"))
+                .arg(delivery.due_ms.unwrap_or_default());
+        }
+        let _: String = invocation.invoke_async(&mut self.connection.clone()).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<Endpoint, StoreError> {
+        let key = endpoints_key(&endpoint.merchant_id);
+        let json = serde_json::to_string(endpoint).map_err(corrupt)?;
+        let (_, stored): (bool, String) = redis::pipe()
+            .atomic()
+            .hset_nx(&key, &endpoint.id, json)
+            .hget(&key, &endpoint.id)
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        serde_json::from_str(&stored).map_err(corrupt)
+    }
+
+    pub async fn save_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        let json = serde_json::to_string(endpoint).map_err(corrupt)?;
+        let _: () = self
+            .connection
+            .clone()
+            .hset(endpoints_key(&endpoint.merchant_id), &endpoint.id, json)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn endpoints(&self, merchant: &str) -> Result<Vec<Endpoint>, StoreError> {
+        let raws: Vec<String> = self.connection.clone().hvals(endpoints_key(merchant)).await.map_err(unavailable)?;
+        let mut endpoints: Vec<Endpoint> =
+            raws.iter().map(|raw| serde_json::from_str(raw).map_err(corrupt)).collect::<Result<_, _>>()?;
+        endpoints.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(endpoints)
+    }
+
+    pub async fn deliveries(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let fields: std::collections::HashMap<String, String> =
+            self.connection.clone().hgetall(deliveries_key(event_id)).await.map_err(unavailable)?;
+        let mut found = Vec::new();
+        for (field, json) in &fields {
+            if field.ends_with(":v") {
+                continue;
+            }
+            let version = fields.get(&format!("{field}:v")).map_or("0", String::as_str);
+            found.push(delivery_of(json, version)?);
+        }
+        found.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
+        Ok(found)
+    }
+
+    pub async fn take_due_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let lease_until = now_ms + lease_ms;
+        let reply: Vec<String> = self
+            .scripts
+            .take_due
+            .key(DELIVERIES_DUE_KEY)
+            .arg("now")
+            .arg(now_ms)
+            .arg("lease_until")
+            .arg(lease_until)
+            .arg("limit")
+            .arg(limit)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        reply
+            .chunks(2)
+            .map(|pair| match pair {
+                [json, version] => {
+                    delivery_of(json, version).map(|delivery| Delivery { due_ms: Some(lease_until), ..delivery })
+                }
+                _ => Err(corrupt("unexpected take reply")),
+            })
+            .collect()
+    }
+
+    pub async fn save_delivery(&self, delivery: &Delivery) -> Result<Saved, StoreError> {
+        let member = format!("{} {}", delivery.event_id, delivery.endpoint_id);
+        let reply: Vec<String> = self
+            .scripts
+            .save_delivery
+            .key(deliveries_key(&delivery.event_id))
+            .key(DELIVERIES_DUE_KEY)
+            .arg("endpoint")
+            .arg(&delivery.endpoint_id)
+            .arg("json")
+            .arg(serde_json::to_string(delivery).map_err(corrupt)?)
+            .arg("version")
+            .arg(delivery.version)
+            .arg("due")
+            .arg(delivery.due_ms.map(|d| d.to_string()).unwrap_or_default())
+            .arg("member")
+            .arg(member)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        match reply.as_slice() {
+            [written] if written == "written" => Ok(Saved::Written),
+            [conflict, json, version] if conflict == "conflict" => {
+                let current = (!json.is_empty()).then(|| delivery_of(json, version).map(Box::new)).transpose()?;
+                Ok(Saved::Conflict(current))
+            }
+            other => Err(corrupt(format!("unexpected save reply {other:?}"))),
+        }
+    }
+}
+
+/// A stream's entries as (entry id, event id).
+fn stream_entries(ids: Vec<redis::streams::StreamId>) -> Vec<(String, String)> {
+    ids.into_iter()
+        .filter_map(|entry| {
+            let event: Option<String> = entry.get("event");
+            event.map(|event| (entry.id, event))
+        })
+        .collect()
 }
