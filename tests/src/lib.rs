@@ -12,6 +12,7 @@ pub mod loadgen;
 pub mod process;
 pub mod redis_server;
 pub mod soak;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::future::Future;

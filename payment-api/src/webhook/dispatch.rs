@@ -66,8 +66,8 @@ pub struct Dispatcher {
     sending: Arc<Semaphore>,
 }
 
-/// The breaker each endpoint gets: open after half of at least 5 recent attempts failed, for 30 s
-/// at first and up to 10 minutes; one probe at a time.
+/// The breaker each endpoint gets: open after half of at least 5 recent attempts failed, for 5 s
+/// at first, doubling with each failed probe up to 10 minutes; one probe at a time.
 fn endpoint_breaker(timeout: Duration) -> Breaker {
     let config = BreakerConfig {
         window_size: 20,
@@ -75,7 +75,7 @@ fn endpoint_breaker(timeout: Duration) -> Breaker {
         failure_rate_threshold: 0.5,
         slow_call_rate_threshold: 1.0,
         slow_call_duration: timeout,
-        open_duration: Duration::from_secs(30),
+        open_duration: Duration::from_secs(5),
         open_duration_multiplier: 2.0,
         max_open_duration: Duration::from_secs(600),
         half_open_probes: 1,
