@@ -183,9 +183,22 @@ impl Dispatcher {
         let permit = match state.breaker.permit() {
             Ok(permit) => permit,
             Err(rejected) => {
+                // Not sent, and counted as a failed attempt: a delivery to an endpoint that stays
+                // down follows its schedule to the end, and is tried again no sooner than the
+                // breaker lets a call through.
                 let wait = rejected.retry_after.unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(100));
                 let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
-                self.save(delivery, |current| current.put_off(until)).await;
+                let attempt = Attempt {
+                    at: Utc::now(),
+                    status_code: None,
+                    error: Some("not sent: the endpoint's circuit breaker is open".to_owned()),
+                    duration_ms: 0,
+                };
+                let schedule = self.settings.schedule.clone();
+                *state.last_result.lock().unwrap_or_else(|p| p.into_inner()) = attempt.error.clone();
+                let written =
+                    self.save(delivery, |current| current.after(attempt.clone(), &schedule).not_before(until)).await;
+                self.count(&state, written.as_ref());
                 return;
             }
         };
@@ -206,16 +219,21 @@ impl Dispatcher {
         };
         *state.last_result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
         let schedule = self.settings.schedule.clone();
-        if let Some(written) = self.save(delivery, |current| current.after(attempt.clone(), &schedule)).await {
-            let counter = match written.status {
-                DeliveryStatus::Delivered => &state.delivered,
-                DeliveryStatus::Pending => &state.retrying,
-                DeliveryStatus::Failed => &state.failed,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            if written.status == DeliveryStatus::Failed {
-                warn!(event_id = %written.event_id, endpoint_id = %written.endpoint_id, attempts = written.attempts.len(), "webhook delivery failed for good");
-            }
+        let written = self.save(delivery, |current| current.after(attempt.clone(), &schedule)).await;
+        self.count(&state, written.as_ref());
+    }
+
+    /// Counts what a written attempt came to.
+    fn count(&self, state: &EndpointState, written: Option<&Delivery>) {
+        let Some(written) = written else { return };
+        let counter = match written.status {
+            DeliveryStatus::Delivered => &state.delivered,
+            DeliveryStatus::Pending => &state.retrying,
+            DeliveryStatus::Failed => &state.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if written.status == DeliveryStatus::Failed {
+            warn!(event_id = %written.event_id, endpoint_id = %written.endpoint_id, attempts = written.attempts.len(), "webhook delivery failed for good");
         }
     }
 

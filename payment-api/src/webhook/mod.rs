@@ -168,6 +168,15 @@ impl Delivery {
         next
     }
 
+    /// Tried no sooner than `until`, if it is still to be tried.
+    pub fn not_before(mut self, until: DateTime<Utc>) -> Delivery {
+        if self.next_attempt_at.is_some_and(|next| next < until) {
+            self.next_attempt_at = Some(until);
+            self.due_ms = Some(until.timestamp_millis());
+        }
+        self
+    }
+
     /// Put off without an attempt (the endpoint's breaker is open, or it has too many in flight).
     pub fn put_off(&self, until: DateTime<Utc>) -> Delivery {
         let mut next = self.clone();
