@@ -4,6 +4,9 @@
 #   ./run.sh               build (release), start the bank and the gateway, run the live dashboard
 #                          in the foreground; quitting it (q) stops everything
 #   ./run.sh --headless    the same without the dashboard, until Ctrl-C
+#   ./run.sh saga          the bank and the gateway, plus the order-saga example service (orders
+#                          paid by authorize, stock, capture or compensate, learned from webhooks);
+#                          places a few demo orders, then runs until Ctrl-C
 #
 # It starts the mock bank and the payment gateway (on Redis when redis-server is installed, on a
 # private port with its data under .run/, else on the embedded store), with keys created under
@@ -111,10 +114,8 @@ start_store() {
   export STORE_URL
 }
 
-cmd_start() {
-  local headless=$1
-  need curl "Install curl (apt-get install curl)."
-  build_release -p mock-bank -p payment-api -p dashboard-tui
+# Starts the bank and the gateway (after building them), and sets BANK_URL, API_URL, API_KEY.
+start_services() {
   ensure_keys
   local bank_listen="${BANK_LISTEN:-127.0.0.1:8081}" api_listen="${API_LISTEN:-127.0.0.1:8080}"
   port_free "$bank_listen" || die "$bank_listen is already in use; set BANK_LISTEN to another address."
@@ -130,6 +131,15 @@ cmd_start() {
   wait_healthy "$api_url" payment-api
   local api_key="${API_KEYS#*:}"
   api_key="${api_key%%,*}"
+  BANK_URL="$bank_url" API_URL="$api_url" API_KEY="$api_key"
+}
+
+cmd_start() {
+  local headless=$1
+  need curl "Install curl (apt-get install curl)."
+  build_release -p mock-bank -p payment-api -p dashboard-tui
+  start_services
+  local bank_url="$BANK_URL" api_url="$API_URL" api_key="$API_KEY"
   cat <<INFO
 
   payment-api  $api_url     (log: .run/payment-api.log, store: $STORE_URL)
@@ -254,8 +264,51 @@ cmd_fuzz() {
   say "fuzz: the document is valid and the gateway kept to it"
 }
 
+cmd_saga() {
+  need curl "Install curl (apt-get install curl)."
+  build_release -p mock-bank -p payment-api -p order-saga
+  start_services
+  local saga_listen="${SAGA_LISTEN:-127.0.0.1:8090}"
+  port_free "$saga_listen" || die "$saga_listen is already in use; set SAGA_LISTEN to another address."
+  mkdir -p "$RUN_DIR/data"
+  SAGA_LISTEN="$saga_listen" SAGA_GATEWAY_URL="$API_URL" SAGA_API_KEY="$API_KEY" \
+    SAGA_STORE="${SAGA_STORE:-$RUN_DIR/data/order-saga.redb}" "$ROOT/target/release/order-saga" \
+    >"$RUN_DIR/order-saga.log" 2>&1 &
+  PIDS+=("$!")
+  local saga_url="http://$saga_listen"
+  wait_healthy "$saga_url" order-saga
+  cat <<INFO
+
+  order-saga   $saga_url     (log: .run/order-saga.log; 20% of orders find no stock)
+  payment-api  $API_URL     mock-bank  $BANK_URL     (logs in .run/)
+
+  Place an order, follow it, and see the saga's counters:
+    curl -s $saga_url/orders -H 'Content-Type: application/json' -d '{"amount":2500}'
+    curl -s $saga_url/orders/<id>
+    curl -s $saga_url/stats
+  The events it learned from, and their deliveries:
+    curl -s "$API_URL/v1/events?limit=5" -H "Authorization: Bearer $API_KEY"
+
+INFO
+  say "Placing 10 demo orders..."
+  local i
+  for i in $(seq 1 10); do
+    curl -fsS "$saga_url/orders" -H 'Content-Type: application/json' -d "{\"amount\":$((1000 + i * 100))}" >/dev/null
+  done
+  for i in $(seq 1 100); do
+    if curl -fsS "$saga_url/stats" | grep -q '"orders":{[^}]*}' && ! curl -fsS "$saga_url/orders" | grep -Eq '"state":"(placed|authorizing|capturing|cancelling|refunding)"'; then
+      break
+    fi
+    sleep 0.2
+  done
+  say "  $(curl -fsS "$saga_url/stats")"
+  say "  Press Ctrl-C to stop."
+  wait -n "${PIDS[@]}"
+}
+
 case "${1:-}" in
   "") cmd_start 0 ;;
+  saga) cmd_saga ;;
   --headless) cmd_start 1 ;;
   test) shift; cmd_test "$@" ;;
   bench) shift; cmd_bench "$@" ;;
@@ -266,6 +319,6 @@ case "${1:-}" in
     build_release -p tests --bin soak
     "$ROOT/target/release/soak" "$@"
     ;;
-  -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown command '$1' (try ./run.sh --help)" ;;
 esac

@@ -40,7 +40,7 @@ pub const KEYS: [(&str, &str); 19] = [
 ];
 
 pub use wire::{
-    BreakerEvent as Transition, BreakerState, BreakerView as BreakerInfo, ChaosConfig, ChaosStats,
+    BreakerEvent as Transition, BreakerState, BreakerView as BreakerInfo, ChaosConfig, ChaosStats, EndpointHealth,
     LatencyPercentiles as Latency, LogRecord as LogEvent, PaymentEvent, PaymentStatus, Stats,
 };
 
@@ -51,6 +51,8 @@ pub enum StreamItem {
     Breaker(Transition),
     Payment(PaymentEvent),
     Log(LogEvent),
+    /// Webhook delivery health, per endpoint.
+    Webhooks(Vec<EndpointHealth>),
     Lagged(u64),
 }
 
@@ -267,6 +269,8 @@ pub struct Model {
     pub traffic: TrafficSettings,
     pub traffic_report: TrafficReport,
     pub holds: HoldTally,
+    /// Webhook delivery health per endpoint, as the gateway last reported it.
+    pub webhooks: Vec<EndpointHealth>,
     /// Whether the traffic generator can run (it needs a merchant API key).
     pub traffic_available: bool,
     pub missed_events: u64,
@@ -297,6 +301,7 @@ impl Model {
             traffic: TrafficSettings { running: false, rate: 20, duplicate_share: 0.1, two_step_share: 0.3 },
             traffic_report: TrafficReport::default(),
             holds: HoldTally::default(),
+            webhooks: Vec::new(),
             traffic_available,
             missed_events: 0,
             paused: false,
@@ -447,6 +452,7 @@ fn on_stream(model: &mut Model, item: StreamItem) {
                 model.logs.pop_front();
             }
         }
+        StreamItem::Webhooks(health) => model.webhooks = health,
         StreamItem::Lagged(missed) => model.missed_events += missed,
     }
 }

@@ -165,6 +165,7 @@ async fn stream_feed(http: reqwest::Client, config: Arc<Config>, sender: mpsc::S
                         "breaker" => serde_json::from_str(&event.data).ok().map(StreamItem::Breaker),
                         "payment" => serde_json::from_str(&event.data).ok().map(StreamItem::Payment),
                         "log" => serde_json::from_str(&event.data).ok().map(StreamItem::Log),
+                        "webhooks" => serde_json::from_str(&event.data).ok().map(StreamItem::Webhooks),
                         "lagged" => serde_json::from_str::<Value>(&event.data)
                             .ok()
                             .and_then(|v| v["missed"].as_u64())

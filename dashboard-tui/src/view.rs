@@ -281,6 +281,27 @@ fn draw_latency_and_transitions(model: &Model, frame: &mut Frame, area: Rect) {
         }
         None => lines.push(Line::from("waiting for stats…")),
     }
+    if !model.webhooks.is_empty() {
+        lines.push(Line::from("webhooks:".bold()));
+    }
+    for endpoint in &model.webhooks {
+        let breaker = match endpoint.breaker.as_str() {
+            "closed" => Color::Green,
+            "half_open" => Color::Yellow,
+            _ => Color::Red,
+        };
+        let host = endpoint.url.split("://").nth(1).unwrap_or(&endpoint.url);
+        let url: String = host.chars().take(22).collect();
+        let last: String = endpoint.last_result.as_deref().unwrap_or("-").chars().take(10).collect();
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:<9}", endpoint.breaker), Style::new().fg(breaker).bold()),
+            Span::raw(format!(" {url} ")),
+            Span::styled(format!("✔{}", endpoint.delivered), Style::new().fg(Color::Green)),
+            Span::styled(format!(" ↻{}", endpoint.retrying), Style::new().fg(Color::Yellow)),
+            Span::styled(format!(" ✖{}", endpoint.failed), Style::new().fg(Color::Red)),
+            Span::raw(format!(" {last}")),
+        ]));
+    }
     lines.push(Line::from("transitions:".bold()));
     for t in &model.transitions {
         lines.push(Line::from(vec![
@@ -291,7 +312,7 @@ fn draw_latency_and_transitions(model: &Model, frame: &mut Frame, area: Rect) {
     }
     let paragraph = Paragraph::new(lines)
         .wrap(Wrap { trim: true })
-        .block(Block::bordered().title(" Latency, retries, breaker timeline "));
+        .block(Block::bordered().title(" Latency, retries, webhooks, breaker timeline "));
     frame.render_widget(paragraph, area);
 }
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use dashboard_tui::model::{
-    BreakerInfo, BreakerState, Latency, Link, LogEvent, Model, Msg, PaymentEvent, PaymentStatus, Stats, StreamItem,
-    Transition, update,
+    BreakerInfo, BreakerState, EndpointHealth, Latency, Link, LogEvent, Model, Msg, PaymentEvent, PaymentStatus, Stats,
+    StreamItem, Transition, update,
 };
 use dashboard_tui::view::view;
 use ratatui::Terminal;
@@ -202,4 +202,35 @@ fn a_log_filter_applied() {
     }
     key(&mut model, KeyCode::Enter);
     insta::assert_snapshot!(render(&model).backend());
+}
+
+#[test]
+fn webhook_delivery_health_per_endpoint() {
+    let mut model = busy_model();
+    let health = |id: &str, url: &str, breaker: &str, delivered, retrying, failed, last: &str| EndpointHealth {
+        endpoint_id: id.into(),
+        url: url.into(),
+        delivered,
+        retrying,
+        failed,
+        breaker: breaker.into(),
+        last_result: Some(last.into()),
+    };
+    update(
+        &mut model,
+        Msg::Stream(StreamItem::Webhooks(vec![
+            health("we_1", "http://127.0.0.1:8090/webhooks", "closed", 412, 3, 0, "204"),
+            health("we_2", "https://down.example.com/hooks", "open", 0, 57, 4, "no answer within 10000 ms"),
+        ])),
+    );
+    let terminal = render(&model);
+    insta::assert_snapshot!(terminal.backend());
+    let buffer = terminal.backend().buffer();
+    let row = (0..buffer.area.height)
+        .find(|y| (0..buffer.area.width).map(|x| buffer[(x, *y)].symbol()).collect::<String>().contains("down.example"))
+        .expect("the failing endpoint's line");
+    let line: String = (0..buffer.area.width).map(|x| buffer[(x, row)].symbol()).collect();
+    let start = line.find("open").expect("its breaker's state");
+    let column = line[..start].chars().count() as u16;
+    assert_eq!(buffer[(column, row)].fg, Color::Red, "an open breaker is drawn red");
 }

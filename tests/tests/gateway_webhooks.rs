@@ -418,6 +418,25 @@ async fn a_hanging_endpoint_trips_its_own_breaker_and_never_holds_up_another() {
     let tried = hanging.received().len();
     assert!(tried < ids.len(), "the breaker put the hanging endpoint off: tried {tried} of {} events", ids.len());
     assert!(tried >= 5, "it was tried until the breaker opened: {tried}");
+
+    // The live stream reports delivery health per endpoint, for the dashboard.
+    let stream = gateway.client.get(gateway.at("/admin/stream")).bearer_auth(tests::ADMIN_KEY).send().await.unwrap();
+    let mut reader = dashboard_tui::sse::SseReader::new(stream);
+    let health = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let event = reader.next().await.expect("the stream stays open");
+            if event.kind == "webhooks" {
+                break serde_json::from_str::<Vec<wire::EndpointHealth>>(&event.data).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("a webhooks event within a few seconds");
+    let by_url: HashMap<&str, &wire::EndpointHealth> = health.iter().map(|h| (h.url.as_str(), h)).collect();
+    assert_eq!(by_url[healthy.url.as_str()].breaker, "closed");
+    assert_eq!(by_url[healthy.url.as_str()].delivered, 60);
+    assert_ne!(by_url[hanging.url.as_str()].breaker, "closed", "{health:?}");
+    assert_eq!(by_url[hanging.url.as_str()].delivered, 0);
 }
 
 mod crash {

@@ -38,7 +38,7 @@ pub struct Config {
     pub gateway_url: String,
 
     /// The merchant's API key at the gateway.
-    #[arg(long, env = "SAGA_API_KEY", default_value = "sk_test_merchant_a")]
+    #[arg(long, env = "SAGA_API_KEY")]
     pub api_key: String,
 
     /// Where the gateway sends webhooks: this service's `/webhooks` as the gateway reaches it
