@@ -576,3 +576,55 @@ async fn racing_creations_and_redeliveries_under_one_key_act_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.received().len(), 2, "one redelivery, however many times it was asked for");
 }
+
+/// The README's receiver (`examples/webhook_receiver.py`, Python's standard library only) accepts
+/// the gateway's deliveries with the right secret and refuses them with another: a third,
+/// independent reading of the signature.
+#[tokio::test]
+async fn the_python_receiver_of_the_readme_verifies_deliveries() {
+    if std::process::Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    }
+    let bank = TestBank::start().await;
+    let gateway = TestGateway::start(config(&bank, "memory")).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/webhook_receiver.py");
+    let (right, wrong) = (tests::process::free_addr(), tests::process::free_addr());
+    let (_, secret) = subscribe(
+        &gateway.client,
+        &gateway.url,
+        MERCHANT_A.1,
+        &format!("http://{right}/hooks"),
+        &["payment.succeeded"],
+    )
+    .await;
+    subscribe(&gateway.client, &gateway.url, MERCHANT_A.1, &format!("http://{wrong}/hooks"), &["payment.succeeded"])
+        .await;
+    let receiver = |addr: std::net::SocketAddr| {
+        let mut command = std::process::Command::new("python3");
+        command.arg(script).env("WEBHOOK_SECRET", &secret).env("PORT", addr.port().to_string());
+        tests::process::KillOnDrop::spawn(&mut command).unwrap()
+    };
+    // The second receiver holds the first endpoint's secret, not its own.
+    let (_right, _wrong) = (receiver(right), receiver(wrong));
+    for addr in [right, wrong] {
+        wait_for("the receiver to listen", Duration::from_secs(20), || async {
+            tokio::net::TcpStream::connect(addr).await.ok().map(drop)
+        })
+        .await;
+    }
+    assert_eq!(gateway.pay("py-1", &payment_body(100, APPROVE, "py")).await.status(), 201);
+    let events: Value = get(&gateway, "/v1/events?type=payment.succeeded").await.json().await.unwrap();
+    let event_id = events["data"][0]["id"].as_str().unwrap().to_owned();
+    let deliveries = wait_for("an answer from each receiver", Duration::from_secs(20), || async {
+        let list: Value = get(&gateway, &format!("/v1/events/{event_id}/deliveries")).await.json().await.ok()?;
+        let data = list["data"].as_array()?.clone();
+        (data.len() == 2 && data.iter().all(|d| !d["attempts"].as_array().unwrap().is_empty())).then_some(data)
+    })
+    .await;
+    let codes: HashSet<i64> = deliveries
+        .iter()
+        .map(|d| d["attempts"].as_array().unwrap().last().unwrap()["status_code"].as_i64().unwrap_or(0))
+        .collect();
+    assert_eq!(codes, HashSet::from([204, 400]), "{deliveries:?}");
+}
