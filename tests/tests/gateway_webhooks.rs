@@ -25,6 +25,41 @@ fn config(bank: &TestBank, store: &str) -> Config {
     config
 }
 
+/// Runs a scenario on each store: memory, redb (a fresh file) and Redis (its own server; skipped
+/// with a reason when redis-server is missing, unless REQUIRE_REDIS=1).
+macro_rules! on_every_store {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn on_memory() {
+                super::$scenario("memory").await;
+            }
+
+            #[tokio::test]
+            async fn on_redb() {
+                let dir = std::env::temp_dir().join(format!("rp-wh-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
+                super::$scenario(&format!("redb:{}", dir.join("store.redb").display())).await;
+                let _ = std::fs::remove_dir_all(dir);
+            }
+
+            #[tokio::test]
+            async fn on_redis() {
+                let Some(redis) = tests::RedisServer::start(stringify!($scenario)).await else { return };
+                super::$scenario(&redis.url()).await;
+            }
+        }
+    )*};
+}
+
+on_every_store!(
+    every_event_reaches_its_endpoints_signed,
+    the_events_api_filters_by_type_pages_and_refuses_bad_parameters,
+    endpoints_are_created_once_per_key_shown_without_secrets_and_deleted,
+    a_failing_endpoint_is_retried_on_its_schedule_then_failed_and_a_redelivery_starts_over,
+    a_hanging_endpoint_trips_its_own_breaker_and_never_holds_up_another,
+    racing_creations_and_redeliveries_under_one_key_act_once,
+);
+
 async fn post(gateway: &TestGateway, path: &str, key: &str, body: Value) -> reqwest::Response {
     gateway
         .client
@@ -154,28 +189,9 @@ async fn every_event_reaches_its_endpoints_signed(store: &str) {
     assert_eq!(other.status(), 404);
 }
 
-#[tokio::test]
-async fn every_event_reaches_its_endpoints_signed_on_memory() {
-    every_event_reaches_its_endpoints_signed("memory").await;
-}
-
-#[tokio::test]
-async fn every_event_reaches_its_endpoints_signed_on_redb() {
-    let dir = std::env::temp_dir().join(format!("rp-wh-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
-    every_event_reaches_its_endpoints_signed(&format!("redb:{}", dir.join("store.redb").display())).await;
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-#[tokio::test]
-async fn every_event_reaches_its_endpoints_signed_on_redis() {
-    let Some(redis) = RedisServer::start("every_event_reaches_its_endpoints_signed").await else { return };
-    every_event_reaches_its_endpoints_signed(&redis.url()).await;
-}
-
-#[tokio::test]
-async fn the_events_api_filters_by_type_pages_and_refuses_bad_parameters() {
+async fn the_events_api_filters_by_type_pages_and_refuses_bad_parameters(store: &str) {
     let bank = TestBank::start().await;
-    let gateway = TestGateway::start(config(&bank, "memory")).await;
+    let gateway = TestGateway::start(config(&bank, store)).await;
     for i in 0..5 {
         assert_eq!(gateway.pay(&format!("f-{i}"), &payment_body(100 + i, APPROVE, "f")).await.status(), 201);
     }
@@ -204,10 +220,9 @@ async fn the_events_api_filters_by_type_pages_and_refuses_bad_parameters() {
     assert_eq!(get(&gateway, "/v1/events/evt_nope").await.status(), 404);
 }
 
-#[tokio::test]
-async fn endpoints_are_created_once_per_key_shown_without_secrets_and_deleted() {
+async fn endpoints_are_created_once_per_key_shown_without_secrets_and_deleted(store: &str) {
     let bank = TestBank::start().await;
-    let gateway = TestGateway::start(config(&bank, "memory")).await;
+    let gateway = TestGateway::start(config(&bank, store)).await;
     let body = json!({"url": "https://example.com/hooks", "enabled_events": ["payment.succeeded", "refund.failed"]});
     let created = post(&gateway, "/v1/webhook_endpoints", "we-1", body.clone()).await;
     assert_eq!(created.status(), 201);
@@ -343,10 +358,9 @@ async fn private_addresses_are_refused_when_the_gateway_is_told_to() {
     assert_eq!(public.status(), 201);
 }
 
-#[tokio::test]
-async fn a_failing_endpoint_is_retried_on_its_schedule_then_failed_and_a_redelivery_starts_over() {
+async fn a_failing_endpoint_is_retried_on_its_schedule_then_failed_and_a_redelivery_starts_over(store: &str) {
     let bank = TestBank::start().await;
-    let gateway = TestGateway::start(config(&bank, "memory")).await;
+    let gateway = TestGateway::start(config(&bank, store)).await;
     let receiver = WebhookReceiver::start(Plan { fail_share: 1.0, ..Plan::default() }).await;
     subscribe(&gateway.client, &gateway.url, MERCHANT_A.1, &receiver.url, &["payment.succeeded"]).await;
     let paid: Value = gateway.pay("retry-1", &payment_body(500, APPROVE, "r")).await.json().await.unwrap();
@@ -396,10 +410,9 @@ async fn a_failing_endpoint_is_retried_on_its_schedule_then_failed_and_a_redeliv
 
 /// A hanging endpoint trips its own breaker and is put off; a healthy one beside it gets every
 /// event, and the hanging one is not tried for every event.
-#[tokio::test]
-async fn a_hanging_endpoint_trips_its_own_breaker_and_never_holds_up_another() {
+async fn a_hanging_endpoint_trips_its_own_breaker_and_never_holds_up_another(store: &str) {
     let bank = TestBank::start().await;
-    let gateway = TestGateway::start(config(&bank, "memory")).await;
+    let gateway = TestGateway::start(config(&bank, store)).await;
     let hanging =
         WebhookReceiver::start(Plan { hang_share: 1.0, hang: Duration::from_secs(5), ..Plan::default() }).await;
     let healthy = WebhookReceiver::start(Plan::default()).await;
@@ -542,10 +555,9 @@ mod crash {
 }
 
 /// The same creation, or the same redelivery, sent many times at once acts once.
-#[tokio::test]
-async fn racing_creations_and_redeliveries_under_one_key_act_once() {
+async fn racing_creations_and_redeliveries_under_one_key_act_once(store: &str) {
     let bank = TestBank::start().await;
-    let gateway = TestGateway::start(config(&bank, "memory")).await;
+    let gateway = TestGateway::start(config(&bank, store)).await;
     let receiver = WebhookReceiver::start(Plan::default()).await;
     let body = json!({"url": receiver.url, "enabled_events": ["payment.succeeded"]});
     let creations = (0..8).map(|_| post(&gateway, "/v1/webhook_endpoints", "race-create", body.clone()));
