@@ -449,3 +449,103 @@ pub async fn check(
     ];
     Ok(report)
 }
+
+/// A webhook receiver subscribed to every event of the soak's merchant.
+#[derive(Debug)]
+pub struct Webhooks {
+    pub receiver: crate::webhooks::WebhookReceiver,
+    pub secret: String,
+}
+
+/// Subscribes a receiver (answering as `plan` says) to every event, before the run.
+pub async fn subscribe_webhooks(targets: &Targets, plan: crate::webhooks::Plan) -> Webhooks {
+    let receiver = crate::webhooks::WebhookReceiver::start(plan).await;
+    let client = reqwest::Client::new();
+    let (_, secret) =
+        crate::webhooks::subscribe(&client, &targets.gateways[0], &targets.api_key, &receiver.url, &["*"]).await;
+    Webhooks { receiver, secret }
+}
+
+/// The event invariants, added to `report`: every event of the log reached the receiver, signed
+/// and under its own id; each payment's newest event shows it as it is; no event names a payment
+/// the gateway does not have. With `store_may_forget`, the log may have lost events with the
+/// payments, so only the deliveries are checked.
+pub async fn check_events(
+    targets: &Targets,
+    webhooks: &Webhooks,
+    payments: &[Value],
+    store_may_forget: bool,
+    report: &mut SoakReport,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let events = crate::webhooks::all_events(&http, &targets.gateways[0], &targets.api_key).await;
+    let ids: std::collections::HashSet<String> =
+        events.iter().filter_map(|e| e["id"].as_str().map(str::to_owned)).collect();
+    // Deliveries retried on the compressed schedule arrive within seconds.
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while !ids.is_subset(&webhooks.receiver.delivered_ids()) && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let delivered = webhooks.receiver.delivered_ids();
+    let undelivered = ids.difference(&delivered).count() as u64;
+    let received = webhooks.receiver.received();
+    let badly_signed = received
+        .iter()
+        .filter(|r| {
+            let signed =
+                crate::webhooks::signature_is_valid(&webhooks.secret, &r.id, &r.timestamp, &r.body, &r.signature);
+            let body_id = serde_json::from_str::<Value>(&r.body).ok().and_then(|b| b["id"].as_str().map(str::to_owned));
+            !signed || body_id.as_deref() != Some(r.id.as_str())
+        })
+        .count() as u64;
+    report.figures.insert("events", ids.len() as u64);
+    report.figures.insert("webhook deliveries received", received.len() as u64);
+    report.figures.insert("webhook deliveries answered 2xx", delivered.len() as u64);
+    report.invariants.push(("every event reached the webhook endpoint", undelivered));
+    report.invariants.push(("every delivery signed, under its event's id", badly_signed));
+    if store_may_forget {
+        return Ok(());
+    }
+
+    // The newest event of each payment (by the payment's own updated_at) shows it as it is now.
+    let mut newest: HashMap<&str, &Value> = HashMap::new();
+    for event in events.iter().filter(|e| e["type"].as_str().is_some_and(|t| t.starts_with("payment."))) {
+        let object = &event["data"]["object"];
+        let Some(id) = object["id"].as_str() else { continue };
+        let later = newest.get(id).is_none_or(|known| {
+            let at = |o: &Value| o["updated_at"].as_str().and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok());
+            at(object) > at(&known["data"]["object"])
+        });
+        if later {
+            newest.insert(id, event);
+        }
+    }
+    let mut stale = 0;
+    let mut silent = 0;
+    for payment in payments {
+        let id = payment["id"].as_str().unwrap_or_default();
+        match newest.get(id) {
+            None => {
+                silent += 1;
+                report.examples.push(format!("payment {id} has no event"));
+            }
+            Some(event) => {
+                let object = &event["data"]["object"];
+                let same = ["status", "amount_captured", "amount_refunded"].iter().all(|f| object[f] == payment[f]);
+                if !same {
+                    stale += 1;
+                    report.examples.push(format!(
+                        "payment {id} is {} but its newest event {} says {}",
+                        payment["status"], event["id"], object["status"]
+                    ));
+                }
+            }
+        }
+    }
+    let known: std::collections::HashSet<&str> = payments.iter().filter_map(|p| p["id"].as_str()).collect();
+    let orphan_events = newest.keys().filter(|id| !known.contains(*id)).count() as u64;
+    report.invariants.push(("every payment has events", silent));
+    report.invariants.push(("each payment's newest event shows it as it is", stale));
+    report.invariants.push(("no event names a payment the gateway lacks", orphan_events));
+    Ok(())
+}

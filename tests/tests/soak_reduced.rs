@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tests::soak::{self, Audit, ClientTally, SoakPlan, Targets};
+use tests::webhooks::Plan;
 use tests::{MERCHANT_A, TestBank, TestGateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,6 +38,7 @@ async fn two_thousand_payments_through_chaos_keep_every_invariant() {
     // The bank's hangs last 400 ms, so nothing can commit later than that.
     config.commit_window_ms = 1_500;
     config.authorization_ttl_s = 2;
+    config.webhook_retry_schedule_s = payment_api::webhook::Schedule::parse("0.1,0.2,0.5,1,1,1,1,1").unwrap();
     let gateway = TestGateway::start(config).await;
 
     let targets = Targets { gateways: vec![gateway.url.clone()], bank: bank.url.clone(), api_key: MERCHANT_A.1.into() };
@@ -49,6 +51,8 @@ async fn two_thousand_payments_through_chaos_keep_every_invariant() {
         payment_deadline: Duration::from_secs(60),
         store_may_forget: false,
     };
+    // Every event goes to a receiver that fails a tenth of deliveries: they are retried.
+    let webhooks = soak::subscribe_webhooks(&targets, Plan { fail_share: 0.1, ..Plan::default() }).await;
     let tally = Arc::new(ClientTally::default());
     let clock = std::time::Instant::now();
     let driven = soak::drive(&targets, &plan, Arc::clone(&tally)).await.unwrap();
@@ -60,7 +64,8 @@ async fn two_thousand_payments_through_chaos_keep_every_invariant() {
     let payments = soak::quiesce(&targets, Duration::from_secs(60)).await.unwrap();
     eprintln!("quiesce done at {:?}", clock.elapsed());
     let audit = Audit { merchant: MERCHANT_A.0.into(), fingerprint_key: "test-fingerprint-key".into() };
-    let report = soak::check(&targets, &plan, &audit, &driven, &payments, &tally).await.unwrap();
+    let mut report = soak::check(&targets, &plan, &audit, &driven, &payments, &tally).await.unwrap();
+    soak::check_events(&targets, &webhooks, &payments, false, &mut report).await.unwrap();
     report.print();
     assert!(report.holds(), "an invariant failed (see the table above)");
     assert_eq!(report.figures["logical payments"], 2_000);

@@ -59,7 +59,9 @@ struct Args {
 /// On top of the process helper's quick timings (500 ms attempts, 1.5 s deadline, 2 s lease, 3 s
 /// commit window): short breaker open periods, no rate limit in the way, authorizations that
 /// expire after 4 s, quiet logs.
-const GATEWAY_ARGS: [&str; 10] = [
+const GATEWAY_ARGS: [&str; 12] = [
+    "--webhook-retry-schedule-s",
+    "0.2,0.5,1,1,2,2,2,2",
     "--breaker-open-ms",
     "500",
     "--breaker-open-max-ms",
@@ -142,6 +144,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         if args.lose_redis_data { ", Redis restarted empty mid-run" } else { "" },
     );
 
+    // Every event goes to a receiver that fails a tenth of deliveries: they are retried.
+    let webhooks =
+        soak::subscribe_webhooks(&targets, tests::webhooks::Plan { fail_share: 0.1, ..Default::default() }).await;
     let tally = Arc::new(ClientTally::default());
     let plan = SoakPlan {
         payments: args.payments,
@@ -197,6 +202,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let payments = soak::quiesce(&targets, Duration::from_secs(120)).await?;
     let audit = Audit { merchant: MERCHANT_A.0.into(), fingerprint_key: FINGERPRINT_KEY.into() };
     let mut report = soak::check(&targets, &plan, &audit, &driven, &payments, &tally).await?;
+    soak::check_events(&targets, &webhooks, &payments, plan.store_may_forget, &mut report).await?;
     report.figures.insert("run seconds", drove.as_secs());
     report.figures.insert("payments per second", (args.payments as f64 / drove.as_secs_f64()) as u64);
     println!();
