@@ -210,13 +210,19 @@ async fn the_events_api_filters_by_type_pages_and_refuses_bad_parameters(store: 
     let amounts: Vec<i64> =
         next["data"].as_array().unwrap().iter().map(|e| e["data"]["object"]["amount"].as_i64().unwrap()).collect();
     assert_eq!((amounts, next["has_more"].as_bool()), (vec![102, 101, 100], Some(false)));
-    for bad in ["type=payment.exploded", "limit=0", "limit=101", "limit=x", "colour=red"] {
+    for bad in [
+        "type=payment.exploded",
+        "limit=0",
+        "limit=101",
+        "limit=x",
+        "colour=red",
+        "starting_after=not-an-event",
+        "starting_after=evt_01A232A16DBC75269765ECB42E123BD3",
+    ] {
         let response = get(&gateway, &format!("/v1/events?{bad}")).await;
         assert_eq!(response.status(), 400, "{bad}");
         assert_eq!(response.headers()["content-type"], "application/problem+json");
     }
-    let nothing: Value = get(&gateway, "/v1/events?starting_after=not-an-event").await.json().await.unwrap();
-    assert_eq!(nothing["data"].as_array().unwrap().len(), 0);
     assert_eq!(get(&gateway, "/v1/events/evt_nope").await.status(), 404);
 }
 

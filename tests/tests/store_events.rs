@@ -66,6 +66,16 @@ fn types(events: &[payment_api::model::StoredEvent]) -> Vec<EventType> {
 async fn contract(store: Store) {
     let tag = store.kind();
     let start = store.log_end().await.unwrap();
+    // Endpoints hear of events after their creation.
+    store.create_endpoint(&endpoint("we_1", "m1", &["*"])).await.unwrap();
+    store.create_endpoint(&endpoint("we_2", "m1", &["payment.succeeded"])).await.unwrap();
+    let again =
+        store.create_endpoint(&Endpoint { secret: "other".into(), ..endpoint("we_1", "m1", &["*"]) }).await.unwrap();
+    assert_eq!(again.secret, "whsec_c2VjcmV0", "{tag}: an existing endpoint is kept");
+    let endpoints = store.endpoints("m1").await.unwrap();
+    assert_eq!(endpoints.len(), 2, "{tag}");
+    assert_eq!(store.endpoint("m1", "we_2").await.unwrap().unwrap().enabled_events, ["payment.succeeded"], "{tag}");
+    assert!(store.endpoint("m2", "we_2").await.unwrap().is_none(), "{tag}: another merchant's");
     let first = create_and_settle(&store, "pay_e1", "m1", PaymentStatus::Succeeded).await;
     create_and_settle(&store, "pay_e2", "m1", PaymentStatus::Declined).await;
     create_and_settle(&store, "pay_e3", "m2", PaymentStatus::Succeeded).await;
@@ -118,13 +128,6 @@ async fn contract(store: Store) {
     assert_eq!(store.log_end().await.unwrap(), log[5].cursor, "{tag}");
 
     // The outbox: each event fanned out once; deliveries created once.
-    store.create_endpoint(&endpoint("we_1", "m1", &["*"])).await.unwrap();
-    store.create_endpoint(&endpoint("we_2", "m1", &["payment.succeeded"])).await.unwrap();
-    let again =
-        store.create_endpoint(&Endpoint { secret: "other".into(), ..endpoint("we_1", "m1", &["*"]) }).await.unwrap();
-    assert_eq!(again.secret, "whsec_c2VjcmV0", "{tag}: an existing endpoint is kept");
-    let endpoints = store.endpoints("m1").await.unwrap();
-    assert_eq!(endpoints.len(), 2, "{tag}");
     let outbox = store.outbox("c1", 100, Duration::from_secs(60)).await.unwrap();
     assert_eq!(outbox.len(), 6, "{tag}");
     for entry in &outbox {
@@ -141,13 +144,16 @@ async fn contract(store: Store) {
     let deliveries = store.deliveries(&succeeded_event.id).await.unwrap();
     assert_eq!(deliveries.iter().map(|d| d.endpoint_id.as_str()).collect::<Vec<_>>(), ["we_1", "we_2"], "{tag}");
 
-    // Due deliveries are leased: taken once until the lease runs out.
-    let now = Utc::now().timestamp_millis();
-    let taken = store.take_due_deliveries(now + 10, 60_000, 100).await.unwrap();
+    // Due deliveries are leased: taken once until the lease runs out (Redis keeps the time by its
+    // own clock, so the lease really runs out here).
+    let now = || Utc::now().timestamp_millis();
+    let taken = store.take_due_deliveries(now() + 10, 300, 100).await.unwrap();
     assert_eq!(taken.len(), 5, "{tag}: 4 events for we_1, 1 for we_2");
-    assert!(store.take_due_deliveries(now + 10, 60_000, 100).await.unwrap().is_empty(), "{tag}: leased");
-    let retaken = store.take_due_deliveries(now + 70_000, 60_000, 100).await.unwrap();
+    assert!(store.take_due_deliveries(now() + 10, 300, 100).await.unwrap().is_empty(), "{tag}: leased");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let retaken = store.take_due_deliveries(now() + 10, 60_000, 100).await.unwrap();
     assert_eq!(retaken.len(), 5, "{tag}: a dead worker's deliveries are taken again after the lease");
+    let now = now();
 
     // An attempt is written over the version taken; a stale write is refused with the current.
     let delivery = retaken.iter().find(|d| d.event_id == succeeded_event.id && d.endpoint_id == "we_2").unwrap();

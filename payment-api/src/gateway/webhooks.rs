@@ -67,9 +67,6 @@ impl Gateway {
 
     /// A page of this merchant's events, newest first.
     pub async fn events(&self, merchant: &str, filter: &EventFilter) -> Result<EventPage, PaymentError> {
-        if filter.starting_after.as_deref().is_some_and(|id| !crate::store::outbox::is_event_id(id)) {
-            return Ok(EventPage::default());
-        }
         Ok(self.store.events(merchant, filter).await?)
     }
 
@@ -170,7 +167,7 @@ impl Gateway {
         let endpoints = self.store.endpoints(merchant).await?;
         let missing: Vec<Delivery> = endpoints
             .iter()
-            .filter(|e| e.wants(event.kind) && !deliveries.iter().any(|d| d.endpoint_id == e.id))
+            .filter(|e| e.wants_event(&event) && !deliveries.iter().any(|d| d.endpoint_id == e.id))
             .map(|e| Delivery {
                 redelivered_by: vec![idempotency_key.to_owned()],
                 ..Delivery::new(&event.id, &e.id, merchant, Utc::now())

@@ -122,7 +122,15 @@ pub async fn list_events(
     let mut filter = EventFilter { limit: DEFAULT_LIMIT, ..EventFilter::default() };
     for (name, value) in params {
         match name.as_str() {
-            "starting_after" => filter.starting_after = Some(value),
+            "starting_after" => {
+                if !crate::store::outbox::is_event_id(&value) {
+                    let shown: String = value.chars().take(64).collect();
+                    return Err(Problem::invalid_request(format!(
+                        "starting_after must be an event id (evt_…), not `{shown}`"
+                    )));
+                }
+                filter.starting_after = Some(value);
+            }
             "type" => {
                 filter.kind = Some(EventType::parse(&value).ok_or_else(|| {
                     let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();

@@ -221,6 +221,10 @@ impl MemoryStore {
         state.endpoints.range(lower..).take_while(|((m, _), _)| m == merchant).map(|(_, e)| e.clone()).collect()
     }
 
+    pub fn endpoint(&self, merchant: &str, id: &str) -> Option<Endpoint> {
+        self.lock().endpoints.get(&(merchant.to_owned(), id.to_owned())).cloned()
+    }
+
     pub fn deliveries(&self, event_id: &str) -> Vec<Delivery> {
         let state = self.lock();
         let lower = (event_id.to_owned(), String::new());

@@ -540,6 +540,15 @@ impl Store {
         }
     }
 
+    /// One endpoint of a merchant's (deleted or not).
+    pub async fn endpoint(&self, merchant: &str, id: &str) -> Result<Option<Endpoint>, StoreError> {
+        match self {
+            Store::Memory(s) => Ok(s.endpoint(merchant, id)),
+            Store::Redb(s) => s.endpoint(merchant, id).await,
+            Store::Redis(s) => s.endpoint(merchant, id).await,
+        }
+    }
+
     /// An event's deliveries, one per endpoint it was fanned out to.
     pub async fn deliveries(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
         match self {
@@ -550,7 +559,8 @@ impl Store {
     }
 
     /// Deliveries due by `now_ms`, oldest due first, each leased to the caller for `lease_ms` (no
-    /// other worker takes it meanwhile; anyone may once the lease ran out).
+    /// other worker takes it meanwhile; anyone may once the lease ran out). Redis reads the time
+    /// from its own clock, so instances with skewed clocks agree on leases.
     pub async fn take_due_deliveries(
         &self,
         now_ms: i64,

@@ -191,11 +191,13 @@ if a.entry ~= '' then redis.call('XACK', KEYS[3], a.group, a.entry) end
 return 'ok'
 ";
 
-/// Takes up to `limit` deliveries due by `now`, leasing each until `lease_until` (its version
-/// bumped). KEYS: the due index. Returns json, version pairs.
+/// Takes up to `limit` deliveries due now (by Redis's clock), leasing each for `lease_ms` (its
+/// version bumped). KEYS: the due index. Returns the lease's end, then json, version pairs.
 const TAKE_DUE: &str = r"
-local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', a.now, 'LIMIT', 0, tonumber(a.limit))
-local out = {}
+local now = now_ms()
+local lease_until = now + tonumber(a.lease_ms)
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(a.limit))
+local out = {tostring(lease_until)}
 for _, member in ipairs(members) do
   local space = string.find(member, ' ', 1, true)
   local hash = 'rp:deliveries:' .. string.sub(member, 1, space - 1)
@@ -203,7 +205,7 @@ for _, member in ipairs(members) do
   local json = redis.call('HGET', hash, endpoint)
   if json then
     local version = redis.call('HINCRBY', hash, endpoint .. ':v', 1)
-    redis.call('ZADD', KEYS[1], a.lease_until, member)
+    redis.call('ZADD', KEYS[1], lease_until, member)
     table.insert(out, json)
     table.insert(out, tostring(version))
   else
@@ -584,7 +586,9 @@ impl RedisStore {
         let keys: Vec<String> = ids.iter().map(|id| event_key(id)).collect();
         let raws: Vec<Option<String>> =
             redis::cmd("MGET").arg(&keys).query_async(&mut self.connection.clone()).await.map_err(unavailable)?;
-        raws.into_iter().map(|raw| raw.map(|raw| serde_json::from_str(&raw).map_err(corrupt)).transpose()).collect()
+        // An event this version cannot read (a newer instance's, in a rolling deploy) is skipped
+        // here rather than stalling everything after it; an instance that reads it takes it.
+        Ok(raws.into_iter().map(|raw| raw.and_then(|raw| readable_event(&raw))).collect())
     }
 
     pub async fn events(&self, merchant: &str, filter: &EventFilter) -> Result<EventPage, StoreError> {
@@ -680,8 +684,16 @@ impl RedisStore {
             other => other.map_err(unavailable)?,
         };
         let found = self.entries_with_events(entries.clone()).await?;
-        let expired: Vec<&String> =
-            entries.iter().map(|(cursor, _)| cursor).filter(|c| !found.iter().any(|f| &f.cursor == *c)).collect();
+        let mut expired: Vec<&String> = Vec::new();
+        for (cursor, event_id) in &entries {
+            if !found.iter().any(|f| &f.cursor == cursor) {
+                // Gone (past its retention), not merely unreadable by this version.
+                let exists: bool = self.connection.clone().exists(event_key(event_id)).await.map_err(unavailable)?;
+                if !exists {
+                    expired.push(cursor);
+                }
+            }
+        }
         if !expired.is_empty() {
             // Their events are gone: nothing to fan out.
             let _: i64 = self.connection.clone().xack(OUTBOX_KEY, GROUP, &expired).await.map_err(unavailable)?;
@@ -803,25 +815,24 @@ impl RedisStore {
 
     pub async fn take_due_deliveries(
         &self,
-        now_ms: i64,
+        _now_ms: i64,
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let lease_until = now_ms + lease_ms;
         let reply: Vec<String> = self
             .scripts
             .take_due
             .key(DELIVERIES_DUE_KEY)
-            .arg("now")
-            .arg(now_ms)
-            .arg("lease_until")
-            .arg(lease_until)
+            .arg("lease_ms")
+            .arg(lease_ms)
             .arg("limit")
             .arg(limit)
             .invoke_async(&mut self.connection.clone())
             .await
             .map_err(unavailable)?;
-        reply
+        let Some((lease_until, taken)) = reply.split_first() else { return Ok(Vec::new()) };
+        let lease_until: i64 = lease_until.parse().map_err(corrupt)?;
+        taken
             .chunks(2)
             .map(|pair| match pair {
                 [json, version] => {
@@ -830,6 +841,12 @@ impl RedisStore {
                 _ => Err(corrupt("unexpected take reply")),
             })
             .collect()
+    }
+
+    pub async fn endpoint(&self, merchant: &str, id: &str) -> Result<Option<Endpoint>, StoreError> {
+        let raw: Option<String> =
+            self.connection.clone().hget(endpoints_key(merchant), id).await.map_err(unavailable)?;
+        raw.map(|raw| serde_json::from_str(&raw).map_err(corrupt)).transpose()
     }
 
     pub async fn save_delivery(&self, delivery: &Delivery) -> Result<Saved, StoreError> {
@@ -861,6 +878,10 @@ impl RedisStore {
             other => Err(corrupt(format!("unexpected save reply {other:?}"))),
         }
     }
+}
+
+fn readable_event(raw: &str) -> Option<StoredEvent> {
+    serde_json::from_str(raw).map_err(|error| tracing::warn!(%error, "skipping an event this version cannot read")).ok()
 }
 
 /// A stream's entries as (entry id, event id).

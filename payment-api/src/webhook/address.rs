@@ -27,18 +27,32 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b)) // shared address space (carrier NAT)
                 || (a == 198 && (18..20).contains(&b)) // benchmarking
+                || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments
                 || a >= 240
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let octets = v6.octets();
+            let embedded = |at: usize| {
+                IpAddr::V4(std::net::Ipv4Addr::new(octets[at], octets[at + 1], octets[at + 2], octets[at + 3]))
+            };
+            // An IPv4 address carried inside: IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96)
+            // and 6to4 (2002:aabb:ccdd::/48) reach the IPv4 host they name.
+            let compatible = segments[..6].iter().all(|s| *s == 0);
+            let nat64 = segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+            if (compatible || nat64) && is_internal(embedded(12)) || segments[0] == 0x2002 && is_internal(embedded(2)) {
+                return true;
+            }
+            let first = segments[0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local
                 || (first & 0xffc0) == 0xfe80 // link-local
+                || (first & 0xffc0) == 0xfec0 // site-local (deprecated, still routed inward)
         }
     }
 }
@@ -109,6 +123,8 @@ mod tests {
             assert!(check(url, true).is_ok(), "{url}");
         }
         assert!(check("https://example.com/hooks", false).is_ok());
+        assert!(check("http://[2606:4700::1111]/", false).is_ok());
+        assert!(check("http://[64:ff9b::808:808]/", false).is_ok(), "NAT64 of a public address");
         for url in ["ftp://example.com/", "not a url", "http://"] {
             assert!(check(url, true).is_err(), "{url}");
         }

@@ -89,6 +89,8 @@ impl Dispatcher {
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve names itself, past the check of private addresses.
+            .no_proxy()
             .user_agent(concat!("resilient-pay-webhooks/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(PER_ENDPOINT_IN_FLIGHT as usize);
         if let Some(resolver) = address::resolver(settings.allow_private) {
@@ -219,7 +221,22 @@ impl Dispatcher {
         };
         *state.last_result.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
         let schedule = self.settings.schedule.clone();
-        let written = self.save(delivery, |current| current.after(attempt.clone(), &schedule)).await;
+        let taken = delivery.version;
+        let written = self
+            .save(delivery, |current| {
+                let next = current.after(attempt.clone(), &schedule);
+                // Changed since it was taken (a redelivery, or another worker whose lease began
+                // after ours ran out): the attempt is recorded, and its schedule left as it is.
+                let scheduled_by_another = current.version != taken
+                    && next.status == DeliveryStatus::Pending
+                    && current.due_ms.is_some_and(|due| due > Utc::now().timestamp_millis());
+                if scheduled_by_another {
+                    Delivery { due_ms: current.due_ms, next_attempt_at: current.next_attempt_at, ..next }
+                } else {
+                    next
+                }
+            })
+            .await;
         self.count(&state, written.as_ref());
     }
 
@@ -238,8 +255,8 @@ impl Dispatcher {
     }
 
     async fn sources(&self, delivery: &Delivery) -> Result<(Option<Endpoint>, Option<StoredEvent>), StoreError> {
-        let endpoints = self.store.endpoints(&delivery.merchant_id).await?;
-        let endpoint = endpoints.into_iter().find(|e| e.id == delivery.endpoint_id && e.deleted_at.is_none());
+        let endpoint = self.store.endpoint(&delivery.merchant_id, &delivery.endpoint_id).await?;
+        let endpoint = endpoint.filter(|e| e.deleted_at.is_none());
         let event = self.store.event(&delivery.event_id).await?;
         Ok((endpoint, event))
     }
@@ -329,12 +346,13 @@ impl Dispatcher {
     }
 }
 
-/// The deliveries an event gets: one per endpoint that wants its type.
+/// The deliveries an event gets: one per endpoint that wants its type and existed when it
+/// happened.
 pub fn deliveries_for(entry: &LogEntry, endpoints: &[Endpoint]) -> Vec<Delivery> {
     let now = Utc::now();
     endpoints
         .iter()
-        .filter(|endpoint| endpoint.wants(entry.event.kind))
+        .filter(|endpoint| endpoint.wants_event(&entry.event))
         .map(|endpoint| Delivery::new(&entry.event.id, &endpoint.id, &endpoint.merchant_id, now))
         .collect()
 }

@@ -41,6 +41,12 @@ impl Endpoint {
         self.deleted_at.is_none() && self.enabled_events.iter().any(|e| e == "*" || e == kind.as_str())
     }
 
+    /// Whether `event` is sent here: of a type it wants, and no older than the endpoint (as
+    /// Stripe does, an endpoint hears of what happens after it was created).
+    pub fn wants_event(&self, event: &crate::model::StoredEvent) -> bool {
+        self.wants(event.kind) && event.created_ms >= self.created_at.timestamp_millis()
+    }
+
     /// The endpoint as the API shows it; the secret only when `with_secret` (at creation).
     pub fn public_json(&self, with_secret: bool) -> String {
         #[derive(Serialize)]
@@ -75,6 +81,9 @@ pub fn new_secret() -> String {
     }
     format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
 }
+
+/// How many redelivery keys a delivery remembers.
+const MAX_REDELIVERY_KEYS: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -151,26 +160,35 @@ impl Delivery {
         let at = attempt.at;
         next.attempts.push(attempt);
         let failures_this_round = next.attempts.len() - next.round_start;
-        if delivered || self.status == DeliveryStatus::Delivered {
-            next.status = DeliveryStatus::Delivered;
-            next.next_attempt_at = None;
-            next.due_ms = None;
-        } else if let Some(delay) = schedule.delay_after(failures_this_round) {
-            let when = at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-            next.status = DeliveryStatus::Pending;
-            next.next_attempt_at = Some(when);
-            next.due_ms = Some(when.timestamp_millis());
-        } else {
-            next.status = DeliveryStatus::Failed;
-            next.next_attempt_at = None;
-            next.due_ms = None;
+        match self.status {
+            // Settled meanwhile (by another worker, or its endpoint was deleted): the attempt is
+            // recorded, and a success still counts, but nothing is scheduled again.
+            DeliveryStatus::Delivered => {}
+            DeliveryStatus::Failed if !delivered => {}
+            _ if delivered => {
+                next.status = DeliveryStatus::Delivered;
+                next.next_attempt_at = None;
+                next.due_ms = None;
+            }
+            _ => match schedule.delay_after(failures_this_round) {
+                Some(delay) => {
+                    let when = at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                    next.next_attempt_at = Some(when);
+                    next.due_ms = Some(when.timestamp_millis());
+                }
+                None => {
+                    next.status = DeliveryStatus::Failed;
+                    next.next_attempt_at = None;
+                    next.due_ms = None;
+                }
+            },
         }
         next
     }
 
     /// Tried no sooner than `until`, if it is still to be tried.
     pub fn not_before(mut self, until: DateTime<Utc>) -> Delivery {
-        if self.next_attempt_at.is_some_and(|next| next < until) {
+        if self.status == DeliveryStatus::Pending && self.next_attempt_at.is_some_and(|next| next < until) {
             self.next_attempt_at = Some(until);
             self.due_ms = Some(until.timestamp_millis());
         }
@@ -181,8 +199,10 @@ impl Delivery {
     pub fn put_off(&self, until: DateTime<Utc>) -> Delivery {
         let mut next = self.clone();
         next.version += 1;
-        next.next_attempt_at = Some(until);
-        next.due_ms = Some(until.timestamp_millis());
+        if next.status == DeliveryStatus::Pending {
+            next.next_attempt_at = Some(until);
+            next.due_ms = Some(until.timestamp_millis());
+        }
         next
     }
 
@@ -210,6 +230,10 @@ impl Delivery {
         next.next_attempt_at = Some(now);
         next.due_ms = Some(now.timestamp_millis());
         next.redelivered_by.push(key.to_owned());
+        // The keys of the latest redeliveries are enough to recognise a client's retry.
+        if next.redelivered_by.len() > MAX_REDELIVERY_KEYS {
+            next.redelivered_by.remove(0);
+        }
         Some(next)
     }
 
@@ -297,6 +321,23 @@ mod tests {
         assert!(again.redeliver("k", Utc::now()).is_none(), "the same redelivery twice starts one round");
         let done = again.after(attempt(Some(204)), &schedule);
         assert_eq!((done.status, done.due_ms, done.version), (DeliveryStatus::Delivered, None, 6));
+    }
+
+    #[test]
+    fn a_settled_delivery_is_never_scheduled_again_by_a_late_worker() {
+        let schedule = Schedule::parse("1,1").unwrap();
+        let delivered = Delivery::new("evt_1", "we_1", "m", Utc::now()).after(attempt(Some(200)), &schedule);
+        let late = delivered.after(attempt(Some(500)), &schedule);
+        assert_eq!((late.status, late.due_ms, late.attempts.len()), (DeliveryStatus::Delivered, None, 2));
+        assert_eq!(delivered.put_off(Utc::now()).due_ms, None);
+        assert_eq!(delivered.clone().not_before(Utc::now()).due_ms, None);
+        let failed = Delivery::new("evt_1", "we_1", "m", Utc::now()).abandon();
+        assert_eq!(failed.after(attempt(None), &schedule).due_ms, None, "a failed one stays failed");
+        assert_eq!(
+            failed.after(attempt(Some(204)), &schedule).status,
+            DeliveryStatus::Delivered,
+            "unless it got through"
+        );
     }
 
     #[test]
