@@ -13,6 +13,8 @@
 //! seen (by the payment's `updated_at`), so an older event changes nothing, and every step is a
 //! request under its own idempotency key, so sending it again is harmless.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use wire::PaymentStatus;
@@ -115,7 +117,12 @@ pub struct Order {
     pub reason: Option<String>,
     /// Whether stock was reserved (and, for a cancelled order, released again).
     pub stock_reserved: bool,
-    pub payment: Option<PaymentSeen>,
+    /// The payment the order goes on with: the first to be authorized.
+    pub payment_id: Option<String>,
+    /// Every payment made for the order, as the newest event told of each. There may be more
+    /// than one: an authorization that failed with nothing charged frees its key, and the
+    /// authorization sent again under it is a new payment.
+    pub payments: BTreeMap<String, PaymentSeen>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -138,67 +145,136 @@ pub enum Step {
     Wait,
 }
 
+impl PaymentSeen {
+    /// Whether it holds money, or took money that was not given back.
+    fn holds_or_keeps_money(&self) -> bool {
+        match self.status {
+            PaymentStatus::RequiresCapture => true,
+            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded => self.amount_refunded < self.amount_captured,
+            _ => false,
+        }
+    }
+
+    /// Whether it ended with nothing held or kept.
+    fn is_over(&self) -> bool {
+        matches!(
+            self.status,
+            PaymentStatus::Declined | PaymentStatus::Failed | PaymentStatus::Canceled | PaymentStatus::Refunded
+        )
+    }
+
+    /// What gives its money back: a cancel while it is held, a refund once taken.
+    fn compensation(&self) -> Option<Step> {
+        let payment_id = self.id.clone();
+        match self.status {
+            PaymentStatus::RequiresCapture => Some(Step::Cancel { payment_id }),
+            _ if self.holds_or_keeps_money() => Some(Step::Refund { payment_id }),
+            _ => None,
+        }
+    }
+}
+
 impl Order {
-    /// Takes the payment an event tells of, if it is newer than what the order knows; then moves
-    /// the order as that payment says. Returns whether anything changed.
+    /// Takes the payment an event tells of, if it is newer than what the order knows of that
+    /// payment; then moves the order as its payments say. Returns whether anything changed.
     pub fn observe(&mut self, seen: PaymentSeen, now: DateTime<Utc>) -> bool {
-        if self.payment.as_ref().is_some_and(|known| !seen.is_newer_than(known)) {
+        if self.payments.get(&seen.id).is_some_and(|known| !seen.is_newer_than(known)) {
             return false;
         }
-        self.payment = Some(seen);
+        self.payments.insert(seen.id.clone(), seen);
         self.advance(now);
         self.updated_at = now;
         true
     }
 
-    /// Follows the known payment as far as it goes without asking anything.
+    /// Ends the order: nothing is kept (what a payment holds or took is given back by
+    /// [`Order::next_step`]).
+    pub fn cancel(&mut self, reason: &str, now: DateTime<Utc>) {
+        self.state = OrderState::Cancelled;
+        self.reason.get_or_insert_with(|| reason.to_owned());
+        self.stock_reserved = false;
+        self.updated_at = now;
+    }
+
+    fn primary(&self) -> Option<&PaymentSeen> {
+        self.payment_id.as_ref().and_then(|id| self.payments.get(id))
+    }
+
+    /// Follows the known payments as far as they go without asking anything.
     fn advance(&mut self, now: DateTime<Utc>) {
-        let Some(payment) = &self.payment else { return };
-        let cancel = |order: &mut Order, reason: &str| {
-            order.state = OrderState::Cancelled;
-            order.reason.get_or_insert_with(|| reason.to_owned());
-            order.stock_reserved = false;
-            order.updated_at = now;
-        };
-        match (self.state, payment.status) {
+        if self.payment_id.is_none() && matches!(self.state, OrderState::Placed | OrderState::Authorizing) {
+            self.payment_id = self.payments.values().find(|p| p.holds_or_keeps_money()).map(|p| p.id.clone());
+        }
+        let primary = self.primary().map(|p| p.status);
+        match (self.state, primary) {
             (state, _) if state.is_final() => {}
-            (_, PaymentStatus::Declined) => cancel(self, "payment declined"),
-            (_, PaymentStatus::Failed) => cancel(self, "payment failed"),
-            (_, PaymentStatus::Canceled) => cancel(self, "authorization released"),
-            (_, PaymentStatus::Refunded) => cancel(self, "payment refunded"),
-            (OrderState::Capturing, PaymentStatus::Succeeded) => self.state = OrderState::Confirmed,
-            (OrderState::Placed | OrderState::Authorizing | OrderState::Cancelling, PaymentStatus::Succeeded) => {
+            (OrderState::Placed | OrderState::Authorizing, None) => {
+                // Every payment made so far ended without money: the order cannot be paid.
+                let last = self.payments.values().filter(|p| p.is_over()).max_by_key(|p| p.updated_at);
+                if let Some(last) = last.filter(|_| self.payments.values().all(PaymentSeen::is_over)) {
+                    let reason = format!("payment {}", last.status);
+                    self.cancel(&reason, now);
+                } else if !self.payments.is_empty() {
+                    self.state = OrderState::Authorizing;
+                }
+            }
+            (_, Some(PaymentStatus::Declined | PaymentStatus::Failed | PaymentStatus::Canceled)) => {
+                self.cancel("authorization released", now);
+            }
+            (_, Some(PaymentStatus::Refunded)) => self.cancel("payment refunded", now),
+            (OrderState::Capturing, Some(PaymentStatus::Succeeded)) => self.state = OrderState::Confirmed,
+            (OrderState::Placed | OrderState::Authorizing | OrderState::Cancelling, Some(PaymentStatus::Succeeded)) => {
                 self.state = OrderState::Refunding;
             }
-            (OrderState::Placed, _) => self.state = OrderState::Authorizing,
+            (OrderState::Placed, Some(_)) => self.state = OrderState::Authorizing,
             _ => {}
         }
     }
 
-    /// The next step, as the order and its payment stand.
+    /// The next step, as the order and its payments stand. Any payment the order does not go on
+    /// with (a cancelled order's, or a second authorization) is given back first.
     pub fn next_step(&self) -> Step {
-        let payment = self.payment.as_ref();
-        let id = || payment.map(|p| p.id.clone()).unwrap_or_default();
+        let kept = match self.state {
+            OrderState::Authorizing | OrderState::Capturing | OrderState::Confirmed => self.payment_id.as_deref(),
+            _ => None,
+        };
+        let stray = self.payments.values().filter(|p| Some(p.id.as_str()) != kept);
+        let ended = matches!(self.state, OrderState::Cancelled | OrderState::Confirmed);
+        // A cancelling or refunding order gives its own payment back in its own step below.
+        if let Some(step) = stray
+            .filter(|p| ended || Some(p.id.as_str()) != self.payment_id.as_deref())
+            .find_map(PaymentSeen::compensation)
+        {
+            return step;
+        }
+        let primary = self.primary();
+        let id = || primary.map(|p| p.id.clone()).unwrap_or_default();
+        let status = primary.map(|p| p.status);
         match self.state {
             OrderState::Placed => Step::Authorize,
-            OrderState::Authorizing => match payment.map(|p| p.status) {
+            OrderState::Authorizing => match status {
                 Some(PaymentStatus::RequiresCapture) => Step::ReserveStock,
-                // Asked again with the same key until the gateway has the payment: a lost answer
-                // or a 503 leaves nothing behind.
-                None => Step::Authorize,
+                // Asked again with the same key until the gateway has a payment for it: a lost
+                // answer or a 503 leaves nothing behind.
+                None if self.payments.is_empty() => Step::Authorize,
                 _ => Step::Wait,
             },
-            OrderState::Capturing if payment.is_some_and(|p| p.status == PaymentStatus::RequiresCapture) => {
+            OrderState::Capturing if status == Some(PaymentStatus::RequiresCapture) => {
                 Step::Capture { payment_id: id() }
             }
-            OrderState::Cancelling if payment.is_some_and(|p| p.status == PaymentStatus::RequiresCapture) => {
+            OrderState::Cancelling if status == Some(PaymentStatus::RequiresCapture) => {
                 Step::Cancel { payment_id: id() }
             }
-            OrderState::Refunding if payment.is_some_and(|p| p.amount_refunded < p.amount_captured) => {
+            OrderState::Refunding if primary.is_some_and(PaymentSeen::holds_or_keeps_money) => {
                 Step::Refund { payment_id: id() }
             }
             _ => Step::Wait,
         }
+    }
+
+    /// Whether nothing more will happen to it: final, with no money held or kept in vain.
+    pub fn is_settled(&self) -> bool {
+        self.state.is_final() && self.next_step() == Step::Wait
     }
 }
 
@@ -226,15 +302,20 @@ mod tests {
             state: OrderState::Authorizing,
             reason: None,
             stock_reserved: false,
-            payment: None,
+            payment_id: None,
+            payments: BTreeMap::new(),
             created_at: now,
             updated_at: now,
         }
     }
 
     fn seen(status: PaymentStatus, at_ms: i64, captured: i64) -> PaymentSeen {
+        seen_of("pay_1", status, at_ms, captured)
+    }
+
+    fn seen_of(id: &str, status: PaymentStatus, at_ms: i64, captured: i64) -> PaymentSeen {
         PaymentSeen {
-            id: "pay_1".into(),
+            id: id.into(),
             status,
             updated_at: DateTime::from_timestamp_millis(at_ms).unwrap_or_default(),
             amount_captured: captured,
@@ -255,6 +336,7 @@ mod tests {
 
         let mut backward = order();
         backward.state = OrderState::Capturing;
+        backward.payment_id = Some("pay_1".into());
         assert!(backward.observe(seen(PaymentStatus::Succeeded, 2, 500), now));
         assert!(!backward.observe(seen(PaymentStatus::RequiresCapture, 1, 0), now), "an older event changes nothing");
         assert_eq!(backward.state, OrderState::Confirmed);
@@ -265,14 +347,47 @@ mod tests {
     fn a_capture_that_lands_on_a_cancelled_order_is_refunded() {
         let now = Utc::now();
         let mut order = order();
+        order.observe(seen(PaymentStatus::RequiresCapture, 4, 0), now);
         order.state = OrderState::Cancelling;
+        assert_eq!(order.next_step(), Step::Cancel { payment_id: "pay_1".into() });
         order.observe(seen(PaymentStatus::Succeeded, 5, 500), now);
         assert_eq!(
             (order.state, order.next_step()),
             (OrderState::Refunding, Step::Refund { payment_id: "pay_1".into() })
         );
-        order.observe(seen(PaymentStatus::Refunded, 6, 500), now);
+        let refunded = PaymentSeen { amount_refunded: 500, ..seen(PaymentStatus::Refunded, 6, 500) };
+        order.observe(refunded, now);
         assert_eq!(order.state, OrderState::Cancelled);
+        assert!(order.is_settled());
+    }
+
+    #[test]
+    fn a_second_authorization_is_given_back_whatever_the_order_of_events() {
+        let now = Utc::now();
+        // The first authorization failed with nothing charged; the saga's retry made a second.
+        let mut order = order();
+        order.observe(seen_of("pay_a", PaymentStatus::Failed, 1, 0), now);
+        assert_eq!(order.state, OrderState::Cancelled, "every payment so far failed");
+        order.observe(seen_of("pay_b", PaymentStatus::RequiresCapture, 2, 0), now);
+        assert_eq!(order.next_step(), Step::Cancel { payment_id: "pay_b".into() }, "its hold is released");
+        assert!(!order.is_settled());
+        order.observe(seen_of("pay_b", PaymentStatus::Canceled, 3, 0), now);
+        assert!(order.is_settled());
+
+        // The other way round: the second goes on, the first's failure changes nothing.
+        let mut order = self::order();
+        order.observe(seen_of("pay_b", PaymentStatus::RequiresCapture, 2, 0), now);
+        order.observe(seen_of("pay_a", PaymentStatus::Failed, 1, 0), now);
+        assert_eq!((order.state, order.next_step()), (OrderState::Authorizing, Step::ReserveStock));
+        order.state = OrderState::Capturing;
+        order.observe(seen_of("pay_b", PaymentStatus::Succeeded, 4, 500), now);
+        assert_eq!(order.state, OrderState::Confirmed);
+        // A third that shows up captured is refunded; the order stays confirmed.
+        order.observe(seen_of("pay_c", PaymentStatus::Succeeded, 5, 500), now);
+        assert_eq!(
+            (order.state, order.next_step()),
+            (OrderState::Confirmed, Step::Refund { payment_id: "pay_c".into() })
+        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct Stats {
     pub left_hanging: u64,
     /// Events in the inbox: each processed exactly once.
     pub inbox: u64,
+    /// Orders not settled yet (still going, or giving money back).
+    pub unsettled: u64,
     pub subscribed: bool,
 }
 
@@ -157,22 +159,32 @@ async fn create_order(State(saga): State<Arc<Saga>>, headers: HeaderMap, body: B
         state: OrderState::Placed,
         reason: None,
         stock_reserved: false,
-        payment: None,
+        payment_id: None,
+        payments: Default::default(),
         created_at: now,
         updated_at: now,
     };
     match saga.store.create(order).await {
         Ok(order) => {
             saga.wake.notify_one();
-            (StatusCode::CREATED, axum::Json(order)).into_response()
+            (StatusCode::CREATED, axum::Json(shown(&order))).into_response()
         }
         Err(error) => problem(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     }
 }
 
+/// An order as the API shows it: with `settled` (final, nothing held or kept in vain) and its
+/// next step.
+fn shown(order: &Order) -> Value {
+    let mut value = serde_json::to_value(order).unwrap_or_default();
+    value["settled"] = json!(order.is_settled());
+    value["next_step"] = json!(format!("{:?}", order.next_step()));
+    value
+}
+
 async fn get_order(State(saga): State<Arc<Saga>>, Path(id): Path<String>) -> Response {
     match saga.store.get(&id).await {
-        Ok(Some(order)) => axum::Json(order).into_response(),
+        Ok(Some(order)) => axum::Json(shown(&order)).into_response(),
         Ok(None) => problem(StatusCode::NOT_FOUND, format!("no order {id}")),
         Err(error) => problem(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     }
@@ -180,7 +192,7 @@ async fn get_order(State(saga): State<Arc<Saga>>, Path(id): Path<String>) -> Res
 
 async fn list_orders(State(saga): State<Arc<Saga>>) -> Response {
     match saga.store.all().await {
-        Ok(orders) => axum::Json(json!({"data": orders})).into_response(),
+        Ok(orders) => axum::Json(json!({"data": orders.iter().map(shown).collect::<Vec<_>>()})).into_response(),
         Err(error) => problem(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
     }
 }
@@ -194,6 +206,7 @@ async fn stats(State(saga): State<Arc<Saga>>) -> Response {
     for order in &orders {
         *by_state.entry(order.state.as_str().to_owned()).or_default() += 1;
     }
+    let unsettled = orders.iter().filter(|o| !o.is_settled()).count() as u64;
     let c = &saga.counters;
     let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
     axum::Json(Stats {
@@ -206,6 +219,7 @@ async fn stats(State(saga): State<Arc<Saga>>) -> Response {
         answered_500: load(&c.answered_500),
         left_hanging: load(&c.left_hanging),
         inbox,
+        unsettled,
         subscribed: saga.verifier.read().unwrap_or_else(|p| p.into_inner()).is_some(),
     })
     .into_response()
@@ -283,6 +297,9 @@ impl Saga {
     /// Subscribes to the gateway's payment events (the same key each time, so a restart gets
     /// the same endpoint and secret back), then reads missed events now and every interval.
     async fn subscribe_then_catch_up(self: Arc<Self>) {
+        // Where it stood before this start: webhooks arriving from now on move the watermark,
+        // and the first catch-up must still read what was missed while it was down.
+        let mut since = self.store.watermark().await.unwrap_or(0);
         let url = self.config.public_url();
         let events: Vec<&str> = EventType::ALL.iter().filter(|t| t.is_payment()).map(|t| t.as_str()).collect();
         let mut wait = Duration::from_millis(200);
@@ -319,21 +336,25 @@ impl Saga {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.catch_up_interval_ms.max(100)));
         loop {
             tick.tick().await;
-            if let Err(error) = self.catch_up().await {
-                warn!(%error, "catching up on events failed; will try again");
+            match self.catch_up(since).await {
+                Ok(()) => since = self.store.watermark().await.unwrap_or(since),
+                Err(error) => warn!(%error, "catching up on events failed; will try again"),
             }
         }
     }
 
     /// Reads the events API back to a little before the newest event processed (or the oldest
     /// open order), and processes what the inbox lacks, oldest first.
-    async fn catch_up(&self) -> anyhow::Result<()> {
-        let orders = self.store.all().await?;
-        let oldest_open = orders.iter().filter(|o| !o.state.is_final()).map(|o| o.created_at.timestamp_millis()).min();
-        let watermark = self.store.watermark().await?;
-        let Some(from) = [oldest_open, (watermark > 0).then_some(watermark)].into_iter().flatten().min() else {
-            return Ok(());
+    async fn catch_up(&self, watermark: i64) -> anyhow::Result<()> {
+        // From a little before the newest event processed; with none yet, from the oldest order
+        // still open.
+        let from = if watermark > 0 {
+            Some(watermark)
+        } else {
+            let orders = self.store.all().await?;
+            orders.iter().filter(|o| !o.is_settled()).map(|o| o.created_at.timestamp_millis()).min()
         };
+        let Some(from) = from else { return Ok(()) };
         let horizon = from - CATCH_UP_OVERLAP_MS;
         let mut missed = Vec::new();
         let mut after: Option<String> = None;
@@ -383,7 +404,7 @@ impl Saga {
                     continue;
                 }
             };
-            for order in orders.into_iter().filter(|o| !o.state.is_final()) {
+            for order in orders {
                 let step = order.next_step();
                 if step == Step::Wait || !self.due(&order.id, &step) {
                     continue;
@@ -455,22 +476,44 @@ impl Saga {
             Step::Refund { payment_id } => (format!("/v1/payments/{payment_id}/refunds"), None),
             Step::Wait => return Ok(()),
         };
-        let name = match &step {
-            Step::Authorize => "authorize",
-            Step::Capture { .. } => "capture",
-            Step::Cancel { .. } => "cancel",
-            _ => "refund",
+        let (name, key) = match &step {
+            Step::Authorize => ("authorize", format!("{}:authorize", order.id)),
+            Step::Capture { payment_id } => ("capture", format!("{}:capture:{payment_id}", order.id)),
+            Step::Cancel { payment_id } => ("cancel", format!("{}:cancel:{payment_id}", order.id)),
+            Step::Refund { payment_id } => ("refund", format!("{}:refund:{payment_id}", order.id)),
+            Step::ReserveStock | Step::Wait => return Ok(()),
         };
         let mut request = self
             .client
             .post(format!("{gateway}{path}"))
             .bearer_auth(&self.config.api_key)
-            .header("Idempotency-Key", format!("{}:{name}", order.id));
+            .header("Idempotency-Key", key);
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().await?;
         let status = response.status();
+        let refused = status.is_client_error() && !matches!(status.as_u16(), 409 | 429);
+        if step == Step::Authorize && refused {
+            // The gateway will never take this payment (an unknown currency, say): nothing was
+            // charged, and sending it again would be refused again.
+            let detail = response.json::<Value>().await.ok().and_then(|p| p["code"].as_str().map(str::to_owned));
+            let reason = format!(
+                "payment refused by the gateway ({status}{})",
+                detail.map(|d| format!(", {d}")).unwrap_or_default()
+            );
+            warn!(order_id = %order.id, %reason, "order cancelled");
+            self.store
+                .modify(&order.id, move |order| {
+                    let open = order.payments.is_empty() && !order.state.is_final();
+                    if open {
+                        order.cancel(&reason, Utc::now());
+                    }
+                    open
+                })
+                .await?;
+            return Ok(());
+        }
         if step == Step::Authorize && order.state == OrderState::Placed {
             self.store
                 .modify(&order.id, |order| {
