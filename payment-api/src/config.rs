@@ -76,8 +76,8 @@ pub struct Config {
     /// The waits between a delivery's failed attempts, in seconds (fractions allowed), each
     /// stretched by up to a fifth at random; after the last the delivery is `failed`.
     #[arg(long, env = "WEBHOOK_RETRY_SCHEDULE_S", default_value = "5,300,1800,7200,18000,36000,36000",
-          value_parser = crate::webhook::Schedule::parse)]
-    pub webhook_retry_schedule_s: crate::webhook::Schedule,
+          value_parser = crate::model::webhook::Schedule::parse)]
+    pub webhook_retry_schedule_s: crate::model::webhook::Schedule,
 
     /// Whether webhook URLs may point at loopback and private addresses (true suits this
     /// simulator, where receivers run on the same machine; set false when exposed to others).

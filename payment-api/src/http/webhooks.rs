@@ -103,7 +103,7 @@ fn raw(json: String) -> Box<RawValue> {
     params(
         ("type" = Option<EventType>, Query, description = "Only events of this type"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20"),
-        ("starting_after" = Option<String>, Query, description = "An event id: the page after it"),
+        ("starting_after" = Option<String>, Query, pattern = r"^evt_[0-9a-f]{32}$", description = "An event id: the page after it (older events)"),
     ),
     responses(
         (status = 200, description = "A page of events", body = EventList),

@@ -9,8 +9,8 @@ use super::{
     Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, IndexEntry, Pager, PaymentFilter, PaymentPage,
     RecordChange, RecordWrite, decide_claim, decide_commit, index_moves, now_ms,
 };
+use crate::model::webhook::{Delivery, Endpoint};
 use crate::model::{Payment, StoredEvent};
-use crate::webhook::{Delivery, Endpoint};
 
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {

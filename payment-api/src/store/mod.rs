@@ -32,8 +32,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use self::outbox::{EventFilter, EventPage, LogEntry, Saved};
+use crate::model::webhook::{Delivery, Endpoint};
 use crate::model::{Payment, PaymentStatus, StoredEvent};
-use crate::webhook::{Delivery, Endpoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -8,8 +8,8 @@
 
 use std::ops::ControlFlow;
 
+use crate::model::webhook::Delivery;
 use crate::model::{EventType, StoredEvent};
-use crate::webhook::Delivery;
 
 /// Filters of `GET /v1/events`.
 #[derive(Debug, Clone, Default)]

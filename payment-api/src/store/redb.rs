@@ -22,8 +22,8 @@ use super::{
     Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, IndexEntry, Pager, PaymentFilter, PaymentPage,
     RecordChange, RecordWrite, StoreError, created_micros, decide_claim, decide_commit, index_moves, now_ms,
 };
+use crate::model::webhook::{Delivery, Endpoint};
 use crate::model::{Payment, StoredEvent};
-use crate::webhook::{Delivery, Endpoint};
 
 const RECORDS: TableDefinition<&str, &str> = TableDefinition::new("idempotency_records");
 const PAYMENTS: TableDefinition<&str, &str> = TableDefinition::new("payments");

@@ -27,8 +27,8 @@ use super::{
     Claim, ClaimRequest, Commit, Committed, IdempotencyRecord, Pager, PaymentFilter, PaymentPage, RecordChange,
     RecordState, StoreError, StoredResponse, created_micros, due_ms,
 };
+use crate::model::webhook::{Delivery, Endpoint};
 use crate::model::{Payment, StoredEvent};
-use crate::webhook::{Delivery, Endpoint};
 
 /// Reads the named arguments, and writes a payment keeping both indexes in step, as
 /// `store::rules::index_moves` says: listed under its merchant on its first write (`created_score`
