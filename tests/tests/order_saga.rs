@@ -242,7 +242,9 @@ async fn a_saga_down_past_every_retry_catches_up_from_the_events_api() {
     drop(saga);
     // Every delivery meanwhile runs out of attempts.
     let events = all_events(&client, &gateway.url, MERCHANT_A.1).await;
-    wait_for("deliveries to fail for good", Duration::from_secs(20), || async {
+    // A delivery refused by the endpoint's open breaker waits for the breaker (5 s, doubling while
+    // probes fail) before its last attempt.
+    wait_for("deliveries to fail for good", Duration::from_secs(90), || async {
         for event in &events {
             let id = event["id"].as_str()?;
             let deliveries: Value = client
