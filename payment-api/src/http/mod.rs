@@ -37,6 +37,19 @@ use self::webhooks::{
     create_endpoint, delete_endpoint, get_event, list_deliveries, list_endpoints, list_events, redeliver,
 };
 
+/// How many items a list returns unless asked, and at most.
+const DEFAULT_LIMIT: usize = 20;
+const MAX_LIMIT: usize = 100;
+
+/// A list's `limit` parameter: a whole number from 1 to [`MAX_LIMIT`].
+fn page_limit(value: &str) -> Result<usize, Problem> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or_else(|| Problem::invalid_request(format!("limit must be a whole number from 1 to {MAX_LIMIT}")))
+}
+
 /// Every route of the gateway, with its middleware, and the API documentation.
 pub fn router(app: Arc<App>) -> Router {
     let merchant_routes = Router::new()

@@ -19,9 +19,6 @@ use crate::gateway::Answer;
 use crate::model::{CreatePayment, PaymentStatus, PublicPayment};
 use crate::store::PaymentFilter;
 
-const DEFAULT_LIMIT: usize = 20;
-const MAX_LIMIT: usize = 100;
-
 fn request_id_of(request_id: &Option<axum::Extension<RequestId>>) -> String {
     request_id.as_ref().map(|id| id.0.0.clone()).unwrap_or_default()
 }
@@ -114,7 +111,7 @@ pub async fn list_payments(
     axum::Extension(Merchant(merchant)): axum::Extension<Merchant>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, Problem> {
-    let mut filter = PaymentFilter { limit: DEFAULT_LIMIT, ..PaymentFilter::default() };
+    let mut filter = PaymentFilter { limit: super::DEFAULT_LIMIT, ..PaymentFilter::default() };
     for (name, value) in params {
         match name.as_str() {
             "order_id" => filter.order_id = Some(value),
@@ -125,11 +122,7 @@ pub async fn list_payments(
                     Problem::invalid_request(format!("status must be one of {}; not `{value}`", known.join(", ")))
                 })?);
             }
-            "limit" => {
-                filter.limit = value.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
-                    Problem::invalid_request(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
-                })?;
-            }
+            "limit" => filter.limit = super::page_limit(&value)?,
             other => return Err(Problem::invalid_request(format!("unknown query parameter `{other}`"))),
         }
     }

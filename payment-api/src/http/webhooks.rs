@@ -23,9 +23,6 @@ use crate::model::EventType;
 use crate::store::outbox::EventFilter;
 use crate::webhook::PublicDelivery;
 
-const DEFAULT_LIMIT: usize = 20;
-const MAX_LIMIT: usize = 100;
-
 /// An event: what changed, and the payment or refund as it was right after.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = Event)]
@@ -119,7 +116,7 @@ pub async fn list_events(
     axum::Extension(Merchant(merchant)): axum::Extension<Merchant>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, Problem> {
-    let mut filter = EventFilter { limit: DEFAULT_LIMIT, ..EventFilter::default() };
+    let mut filter = EventFilter { limit: super::DEFAULT_LIMIT, ..EventFilter::default() };
     for (name, value) in params {
         match name.as_str() {
             "starting_after" => {
@@ -138,11 +135,7 @@ pub async fn list_events(
                     Problem::invalid_request(format!("type must be one of {}; not `{shown}`", known.join(", ")))
                 })?);
             }
-            "limit" => {
-                filter.limit = value.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
-                    Problem::invalid_request(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
-                })?;
-            }
+            "limit" => filter.limit = super::page_limit(&value)?,
             other => return Err(Problem::invalid_request(format!("unknown query parameter `{other}`"))),
         }
     }
