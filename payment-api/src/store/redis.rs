@@ -53,7 +53,8 @@ end
 
 /// Writes the events named `ev1_…`, `ev2_…` (`ev_n` of them): each kept for `ev_retention_ms`,
 /// indexed under its merchant (all, and by type) and appended to the outbox stream; the indexes
-/// and the stream drop what is older than the retention period.
+/// and the stream drop what is older than the retention period (the listing skips an index entry
+/// whose event expired before its trim).
 const PUT_EVENTS_FN: &str = r"
 local function put_events()
   local n = tonumber(a.ev_n or '0')
@@ -63,11 +64,18 @@ local function put_events()
     local id, merchant, kind, created = a[p .. 'id'], a[p .. 'merchant'], a[p .. 'type'], tonumber(a[p .. 'created'])
     local horizon = created - retention
     redis.call('SET', 'rp:event:' .. id, a[p .. 'json'], 'PX', retention)
+    -- The indexes and the stream are trimmed on about one write in 64 (by the event's time, so
+    -- the same on every replica): what is past the horizon is dropped a little late, never early.
+    local trim = created % 64 == 0
     for _, index in ipairs({'rp:events:' .. merchant, 'rp:events_t:' .. kind .. ':' .. merchant}) do
       redis.call('ZADD', index, created, id)
-      redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. horizon)
+      if trim then redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. horizon) end
     end
-    redis.call('XADD', 'rp:outbox', 'MINID', '~', tostring(math.max(horizon, 0)), '*', 'event', id)
+    if trim then
+      redis.call('XADD', 'rp:outbox', 'MINID', '~', tostring(math.max(horizon, 0)), '*', 'event', id)
+    else
+      redis.call('XADD', 'rp:outbox', '*', 'event', id)
+    end
   end
 end
 ";
