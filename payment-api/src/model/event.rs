@@ -36,12 +36,15 @@ impl StoredEvent {
         Self { id, merchant_id: merchant_id.to_owned(), kind, created_ms: at.timestamp_millis(), body }
     }
 
-    /// The time encoded in an event id (UUID v7), for finding an event's place in a time index
-    /// from its id alone; `None` for a string that is not an event id.
+    /// The time encoded in an event id (its first 48 bits: a UUID v7's milliseconds), for finding
+    /// an event's place in a time index from its id alone; `None` for a string that is not an
+    /// event id (`evt_` and 32 lower-case hex digits).
     pub fn id_ms(id: &str) -> Option<i64> {
-        let uuid = Uuid::parse_str(id.strip_prefix("evt_")?).ok()?;
-        let (seconds, nanos) = uuid.get_timestamp()?.to_unix();
-        Some(seconds as i64 * 1_000 + i64::from(nanos / 1_000_000))
+        let hex = id.strip_prefix("evt_").filter(|hex| hex.len() == 32)?;
+        if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        i64::from_str_radix(&hex[..12], 16).ok()
     }
 }
 
@@ -121,5 +124,7 @@ mod tests {
         assert!(events_for(Some(&paid), &paid, now).is_empty(), "no change, no event");
         assert!(StoredEvent::id_ms(&events[0].id).is_some_and(|ms| (ms - now.timestamp_millis()).abs() < 5_000));
         assert_eq!(StoredEvent::id_ms("evt_nope"), None);
+        assert_eq!(StoredEvent::id_ms("evt_00000000000000000000000000000000"), Some(0), "any id of the form");
+        assert_eq!(StoredEvent::id_ms("evt_01A232A16DBC75269765ECB42E123BD3"), None, "lower case only");
     }
 }

@@ -88,9 +88,7 @@ pub fn seq_cursor(seq: u64) -> String {
 }
 
 /// Whether `id` is an event id as the gateway writes them: `evt_` and 32 lower-case hex digits
-/// of a UUID v7 (so that ids sort as the events' times do).
+/// (the gateway's are UUID v7s, which sort as the events' times do).
 pub fn is_event_id(id: &str) -> bool {
-    id.strip_prefix("evt_")
-        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        && StoredEvent::id_ms(id).is_some()
+    StoredEvent::id_ms(id).is_some()
 }
