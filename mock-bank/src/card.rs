@@ -13,6 +13,10 @@ pub enum DeclineCode {
     InsufficientFunds,
     ExpiredCard,
     AmountLimitExceeded,
+    /// The bank could not process it (a soft decline: another bank may).
+    ProcessingError,
+    /// The card's issuer did not answer the bank (a soft decline: another bank may).
+    IssuerUnavailable,
 }
 
 /// Always approves, whatever the balance.
@@ -24,12 +28,19 @@ pub const INSUFFICIENT_FUNDS: &str = "4000000000009995";
 /// Always declines with `expired_card`.
 pub const EXPIRED: &str = "4000000000000069";
 
+/// Always declines with `processing_error`.
+pub const PROCESSING_ERROR: &str = "4000000000000119";
+/// Always declines with `issuer_unavailable`.
+pub const ISSUER_UNAVAILABLE: &str = "4000000000000135";
+
 /// The scripted outcome of a test card, if the number is one.
 pub fn scripted_decline(number: &str) -> Option<DeclineCode> {
     match number {
         DECLINE => Some(DeclineCode::CardDeclined),
         INSUFFICIENT_FUNDS => Some(DeclineCode::InsufficientFunds),
         EXPIRED => Some(DeclineCode::ExpiredCard),
+        PROCESSING_ERROR => Some(DeclineCode::ProcessingError),
+        ISSUER_UNAVAILABLE => Some(DeclineCode::IssuerUnavailable),
         _ => None,
     }
 }
@@ -42,10 +53,12 @@ mod tests {
 
     #[test]
     fn the_test_cards_are_valid_numbers_with_scripted_outcomes() {
-        for n in [APPROVE, DECLINE, INSUFFICIENT_FUNDS, EXPIRED] {
+        for n in [APPROVE, DECLINE, INSUFFICIENT_FUNDS, EXPIRED, PROCESSING_ERROR, ISSUER_UNAVAILABLE] {
             assert!(luhn_valid(n), "{n} should pass Luhn");
         }
         assert_eq!(scripted_decline(DECLINE), Some(DeclineCode::CardDeclined));
         assert_eq!(scripted_decline(APPROVE), None);
+        assert_eq!(scripted_decline(PROCESSING_ERROR), Some(DeclineCode::ProcessingError));
+        assert_eq!(scripted_decline(ISSUER_UNAVAILABLE), Some(DeclineCode::IssuerUnavailable));
     }
 }

@@ -81,6 +81,8 @@ async fn test_cards_decline_with_their_codes_and_declines_are_replayed() {
         ("4000000000000002", "card_declined"),
         ("4000000000009995", "insufficient_funds"),
         ("4000000000000069", "expired_card"),
+        ("4000000000000119", "processing_error"),
+        ("4000000000000135", "issuer_unavailable"),
     ] {
         let response = bank.charge(card, &charge_body(100, card), &[]).await.unwrap();
         assert_eq!(response.status(), 402, "{card}");
