@@ -95,7 +95,7 @@ async fn test_cards_decline_with_their_codes_and_declines_are_replayed() {
         assert_eq!(replay.headers()["idempotent-replayed"], "true");
     }
     let ledger = bank.ledger().await;
-    assert_eq!(ledger["totals"]["declined"], 3);
+    assert_eq!(ledger["totals"]["declined"], 5);
     assert_eq!(ledger["totals"]["approved"], 0);
 }
 
