@@ -777,6 +777,7 @@ mod tests {
             reason: "failure rate".into(),
             at: at(10),
             open_for_ms: Some(5_000),
+            bank: None,
         };
         update(&mut m, Msg::Stream(StreamItem::Breaker(transition)));
         assert_eq!(m.breaker.as_ref().map(|b| b.state.as_str()), Some("open"));

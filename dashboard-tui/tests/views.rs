@@ -103,6 +103,7 @@ fn busy_model() -> Model {
             reason: "failure rate 55% ≥ 50% over the last 20 calls".into(),
             at: at(50),
             open_for_ms: Some(5_000),
+            bank: None,
         })),
     );
     // Five one-step payments, then three authorizations: one captured in part, one canceled, one

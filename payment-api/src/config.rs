@@ -15,9 +15,32 @@ pub struct Config {
     #[arg(long, env = "API_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Base URL of the bank.
+    /// Base URL of the bank (one bank, named `default`; see BANKS for several).
     #[arg(long, env = "BANK_URL", default_value = "http://127.0.0.1:8081")]
     pub bank_url: String,
+
+    /// Several banks, `name=url,…`, the first the primary (`BANK_URL` alone means one bank named
+    /// `default`). A bank's currencies may be limited with `BANK_CURRENCIES_<NAME>=USD,EUR`.
+    #[arg(long, env = "BANKS", value_parser = parse_bank, value_delimiter = ',')]
+    pub banks: Vec<BankSpec>,
+
+    /// How a payment's bank is chosen: `priority` (in order), `weighted` (ROUTING_WEIGHTS) or
+    /// `success_rate` (the best recent authorization rate, exploring the others now and then).
+    #[arg(long, env = "ROUTING", value_enum, default_value_t = Routing::Priority)]
+    pub routing: Routing,
+
+    /// The split of `weighted` routing, `name=70,name=30`.
+    #[arg(long, env = "ROUTING_WEIGHTS", value_parser = parse_weight, value_delimiter = ',')]
+    pub routing_weights: Vec<(String, u32)>,
+
+    /// Declines that may be tried at the next bank (all others are final).
+    #[arg(
+        long,
+        env = "DECLINE_FAILOVER_CODES",
+        value_delimiter = ',',
+        default_value = "processing_error,issuer_unavailable"
+    )]
+    pub decline_failover_codes: Vec<String>,
 
     /// Idempotency and payment store: `memory`, `redb:<path>` (embedded, durable) or
     /// `redis://host:port/db` (shared by several gateway instances).
@@ -185,6 +208,39 @@ pub struct Config {
     pub connections: http_conventions::serve::ConnectionFlags,
 }
 
+/// How the router orders the banks for a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Routing {
+    /// In the configured order; the next on failover.
+    Priority,
+    /// The first bank drawn by ROUTING_WEIGHTS, then the others in order.
+    Weighted,
+    /// The best recent authorization rate first (a tenth of payments explore another first).
+    SuccessRate,
+}
+
+/// One bank of `BANKS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankSpec {
+    pub name: String,
+    pub url: String,
+}
+
+fn parse_bank(text: &str) -> Result<BankSpec, String> {
+    let (name, url) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected name=url"))?;
+    let name = name.trim();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(format!("`{name}`: a bank's name is letters, digits, - and _"));
+    }
+    Ok(BankSpec { name: name.to_owned(), url: url.trim().to_owned() })
+}
+
+fn parse_weight(text: &str) -> Result<(String, u32), String> {
+    let (name, weight) = text.split_once('=').ok_or_else(|| format!("`{text}`: expected name=weight"))?;
+    let weight = weight.trim().parse().map_err(|_| format!("`{weight}`: a weight is a whole number"))?;
+    Ok((name.trim().to_owned(), weight))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -320,6 +376,18 @@ impl Config {
         if self.currencies.iter().any(|c| c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase())) {
             return Err("CURRENCIES must be three-letter upper-case ISO 4217 codes".into());
         }
+        let banks = self.bank_list();
+        for (i, bank) in banks.iter().enumerate() {
+            if banks[..i].iter().any(|b| b.name == bank.name) {
+                return Err(format!("BANKS names `{}` twice", bank.name));
+            }
+        }
+        if let Some((name, _)) = self.routing_weights.iter().find(|(name, _)| !banks.iter().any(|b| &b.name == name)) {
+            return Err(format!("ROUTING_WEIGHTS names `{name}`, which is not a bank of BANKS"));
+        }
+        if self.routing == Routing::Weighted && self.routing_weights.iter().all(|(_, w)| *w == 0) {
+            return Err("ROUTING=weighted needs ROUTING_WEIGHTS with a positive weight".into());
+        }
         if self.webhook_lease_ms <= self.webhook_timeout_ms {
             return Err(format!(
                 "WEBHOOK_LEASE_MS ({}) must be longer than WEBHOOK_TIMEOUT_MS ({})",
@@ -327,6 +395,23 @@ impl Config {
             ));
         }
         resilience::Guard::new(self.guard()).map(drop).map_err(|e| e.to_string())
+    }
+
+    /// The banks, in priority order: `BANKS`, or `BANK_URL` as one bank named `default`.
+    pub fn bank_list(&self) -> Vec<BankSpec> {
+        if self.banks.is_empty() {
+            vec![BankSpec { name: "default".to_owned(), url: self.bank_url.clone() }]
+        } else {
+            self.banks.clone()
+        }
+    }
+
+    /// The currencies `BANK_CURRENCIES_<NAME>` limits a bank to (its name upper-cased, `-` as
+    /// `_`), if set.
+    pub fn bank_currencies(name: &str) -> Option<Vec<String>> {
+        let variable = format!("BANK_CURRENCIES_{}", name.to_ascii_uppercase().replace('-', "_"));
+        let value = std::env::var(variable).ok()?;
+        Some(value.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect())
     }
 
     pub fn event_retention(&self) -> Duration {

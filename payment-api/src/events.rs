@@ -104,6 +104,7 @@ pub fn breaker_event(t: &Transition) -> BreakerEvent {
         reason: t.reason.to_string(),
         at: DateTime::<Utc>::from(t.at),
         open_for_ms: t.open_for.map(|d| d.as_millis() as u64),
+        bank: None,
     }
 }
 

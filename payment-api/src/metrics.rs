@@ -155,6 +155,8 @@ pub struct Metrics {
     pub breaker_transitions: LabeledCounter,
     pub idempotent_replays: AtomicU64,
     pub idempotency_conflicts: LabeledCounter,
+    /// Charges moved on to the next bank, by from and to.
+    pub failovers: LabeledCounter,
     pub rate_limited: LabeledCounter,
     pub reconciled: LabeledCounter,
     pub reconciler_backlog: AtomicU64,
@@ -256,6 +258,13 @@ impl Metrics {
             "Circuit breaker transitions by target state.",
         );
         self.breaker_transitions.render(&mut out, "gateway_breaker_transitions_total");
+        section(
+            &mut out,
+            "gateway_bank_failovers_total",
+            "counter",
+            "Charges moved on to the next bank (the one before surely did nothing, or soft-declined).",
+        );
+        self.failovers.render(&mut out, "gateway_bank_failovers_total");
         section(
             &mut out,
             "gateway_idempotency_conflicts_total",

@@ -160,15 +160,21 @@ async fn event_forwarder(gateway: Arc<Gateway>) {
         }
     }
 }
+/// Every bank's breaker transitions, as `breaker` events naming the bank.
 async fn breaker_forwarder(gateway: Arc<Gateway>) {
-    let mut transitions = gateway.breaker_transitions();
-    loop {
-        match transitions.recv().await {
-            Ok(transition) => gateway.breaker_moved(&transition),
-            Err(RecvError::Lagged(_)) => continue,
-            Err(RecvError::Closed) => return,
+    let forwarders = gateway.breaker_transitions().into_iter().map(|(bank, mut transitions)| {
+        let gateway = Arc::clone(&gateway);
+        async move {
+            loop {
+                match transitions.recv().await {
+                    Ok(transition) => gateway.breaker_moved(&bank, &transition),
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                }
+            }
         }
-    }
+    });
+    futures_util::future::join_all(forwarders).await;
 }
 
 async fn log_forwarder(gateway: Arc<Gateway>) {

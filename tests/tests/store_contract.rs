@@ -45,6 +45,8 @@ fn payment(id: &str, merchant: &str, order: &str) -> Payment {
         pending: None,
         capture_key: None,
         cancel_key: None,
+        acquirer: None,
+        attempted_acquirers: Vec::new(),
     }
 }
 

@@ -87,4 +87,7 @@ pub struct BreakerEvent {
     pub at: DateTime<Utc>,
     /// For a transition to open: how long it stays open.
     pub open_for_ms: Option<u64>,
+    /// The bank whose breaker it is (the gateway has one per bank).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank: Option<String>,
 }

@@ -1,13 +1,20 @@
 //! `POST /v1/payments`: a payment charged exactly once per idempotency key.
 //!
-//! 1. Ask the breaker once; while it is open, answer from the key's record alone and write
+//! 1. Route: the banks that take the currency, in the router's order; the first whose breaker
+//!    admits a call. While every breaker is open, answer from the key's record alone and write
 //!    nothing (nothing could be charged).
-//! 2. Claim the key together with a new `processing` payment (or take over the payment of a
-//!    request that died, or replay, or refuse).
-//! 3. Charge through the guard under the payment's bank key.
-//! 4. Ask the settlement table what that comes to, and commit it with the key's record: the answer
-//!    stored, or the key freed when the bank surely did nothing. If the store fails after the bank
-//!    may have acted, the outcome is kept for later and the client told `outcome_unknown`.
+//! 2. Claim the key together with a new `processing` payment at that bank (or take over the
+//!    payment of a request that died, at its bank, or replay, or refuse).
+//! 3. Charge through that bank's guard under the payment's bank key.
+//! 4. Ask the settlement table what that comes to. If the bank surely did nothing, or declined with
+//!    a code another bank may approve, record the move and charge at the next bank whose breaker
+//!    admits a call: never after an outcome that is not known, which could charge twice.
+//! 5. Commit the outcome with the key's record: the answer stored, or the key freed when no bank
+//!    did anything. If the store fails after a bank may have acted, the outcome is kept for later
+//!    and the client told `outcome_unknown`.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use resilience::Rejected;
@@ -17,6 +24,7 @@ use uuid::Uuid;
 use super::backlog::{RecordPlan, Subject};
 use super::commit::{Applied, CommitError, RecordOutcome};
 use super::finish::Outcome;
+use super::route::Acquirer;
 use super::settle::{Inquired, NotDone, Rejection, Settlement};
 use super::{Answer, Gateway};
 use crate::bank::{
@@ -24,11 +32,13 @@ use crate::bank::{
 };
 use crate::error::{Operation, PaymentError};
 use crate::fingerprint::bank_key;
+use crate::metrics::label;
 use crate::model::{
     CancellationReason, CardSummary, Change, ChargeOutcome, CreatePayment, HoldClosed, Payment, PaymentStatus,
     events_for,
 };
 use crate::store::{Claim, ClaimRequest, KeyStatus, key_status, now_ms};
+use http_conventions::problem::FieldError;
 
 /// What one payment request carries through the charge.
 #[derive(Debug)]
@@ -93,10 +103,11 @@ impl Gateway {
     /// Status inquiry of a payment's charge (or authorization) by its bank key.
     pub(super) async fn inquire_payment(&self, payment: &Payment, request_id: &str) -> Inquiry<ChargeOutcome> {
         let timeout = self.settings.inquiry_timeout;
+        let bank = self.router.of(payment);
         if payment.capture {
-            self.bank.inquire(payment.bank_key(), request_id, timeout).await.map(|charge| outcome_of(&charge))
+            bank.client.inquire(payment.bank_key(), request_id, timeout).await.map(|charge| outcome_of(&charge))
         } else {
-            let inquiry = self.bank.inquire_hold(HoldOperation::Authorize, payment.bank_key(), request_id, timeout);
+            let inquiry = bank.client.inquire_hold(HoldOperation::Authorize, payment.bank_key(), request_id, timeout);
             inquiry.await.map(|held| authorization_outcome(&held))
         }
     }
@@ -110,8 +121,15 @@ impl Gateway {
     ) -> Result<Answer, PaymentError> {
         request.validate(&self.settings.currencies).map_err(PaymentError::Invalid)?;
         let key = Operation::Payment.scoped_key(merchant, idempotency_key);
-        let admission = match self.admit() {
-            Ok(admission) => admission,
+        let candidates = self.router.candidates(&request.currency);
+        if candidates.is_empty() {
+            let detail = format!("no bank takes {}", request.currency);
+            return Err(PaymentError::Invalid(vec![FieldError::new("currency", detail)]));
+        }
+        // The first bank whose breaker lets a call through; with every breaker open, nothing is
+        // written (see `answer_while_open`).
+        let (bank, admission) = match admit_first(&candidates, &[]) {
+            Ok(admitted) => admitted,
             Err(rejected) => return self.answer_while_open(&key, &request, rejected).await,
         };
         let fingerprint = self.fingerprint(&request.canonical());
@@ -151,7 +169,11 @@ impl Gateway {
             pending: None,
             capture_key: None,
             cancel_key: None,
+            acquirer: Some(bank.name.clone()),
+            attempted_acquirers: vec![bank.name.clone()],
         };
+        bank.count_routed();
+        let admitted = Some((bank, admission));
         let owner = self.owner(request_id);
         let claim = ClaimRequest {
             key: &key,
@@ -167,7 +189,7 @@ impl Gateway {
         tracing::Span::current().record("payment_id", payment.id.as_str());
         let attempt = Attempt { key: &key, fingerprint: &fingerprint, owner: &owner, request_id };
         match claimed {
-            Claim::Fresh => self.charge(payment, &request, &attempt, admission, false).await,
+            Claim::Fresh => self.charge(payment, &request, &attempt, admitted, false).await,
             Claim::TakeOver { resource_id } => {
                 // The request that died may have charged: from here on a store failure is
                 // `outcome_unknown`, never "nothing was charged".
@@ -192,7 +214,7 @@ impl Gateway {
                     Err(CommitError::Store(error)) => return Err(unknown(error)),
                     Err(CommitError::Refused(_)) => return Err(self.key_in_use(Operation::Payment)),
                 };
-                self.charge(applied.payment, &request, &attempt, admission, true).await
+                self.charge(applied.payment, &request, &attempt, admitted, true).await
             }
             Claim::Replay(response) => Ok(Answer::replay(response)),
             Claim::InUse { retry_after } => Err(PaymentError::KeyInUse { operation: Operation::Payment, retry_after }),
@@ -226,22 +248,71 @@ impl Gateway {
         }
     }
 
-    /// Charges through the guard and settles the payment from what happened. `inherited`: the
-    /// payment was taken over from a request that died, whose attempts may still commit.
+    /// Charges through the guard of the payment's bank and settles the payment from what
+    /// happened; moves on to the next bank only when this one surely did nothing, or declined
+    /// with a code another bank may approve (`DECLINE_FAILOVER_CODES`). `admitted`: the bank the
+    /// payment was routed to and the call its breaker admitted. `inherited`: the payment was
+    /// taken over from a request that died, whose attempts may still commit.
     async fn charge(
         &self,
-        payment: Payment,
+        mut payment: Payment,
         request: &CreatePayment,
         attempt: &Attempt<'_>,
-        admission: resilience::Admission,
-        inherited: bool,
+        mut admitted: Option<(Arc<Acquirer>, resilience::Admission)>,
+        mut inherited: bool,
     ) -> Result<Answer, PaymentError> {
-        let bank_key = payment.bank_key().to_owned();
-        let report = self.call_bank(Some(admission), || self.bank.charge(&bank_key, request, attempt.request_id)).await;
-        let attempts = report.attempts;
-        let read = |reply: &BankReply| read_charge_reply(payment.capture, reply);
-        let inquire = || async { Inquired::from(self.inquire_payment(&payment, attempt.request_id).await) };
-        let settlement = self.settlement(report, inherited, read, inquire).await;
+        loop {
+            let bank = Arc::clone(self.router.of(&payment));
+            let admission = admitted.take().filter(|(at, _)| at.name == bank.name).map(|(_, admission)| admission);
+            let bank_key = payment.bank_key().to_owned();
+            let report =
+                self.call_bank(&bank, admission, || bank.client.charge(&bank_key, request, attempt.request_id)).await;
+            let attempts = report.attempts;
+            let read = |reply: &BankReply| read_charge_reply(payment.capture, reply);
+            let inquire = || async { Inquired::from(self.inquire_payment(&payment, attempt.request_id).await) };
+            let settlement = self.settlement(report, inherited, read, inquire).await;
+            match &settlement {
+                Settlement::Settle(outcome) => bank.record(outcome.approved),
+                Settlement::Rejected(_) | Settlement::NotDone(_) => bank.record(false),
+                Settlement::Inquire | Settlement::AwaitReconcile => {}
+            }
+            if let Some(reason) = failover_reason(&settlement, &self.settings.decline_failover_codes) {
+                let candidates = self.router.candidates(&payment.currency);
+                if let Ok((next, admission)) = admit_first(&candidates, &payment.attempted_acquirers) {
+                    let change =
+                        Change::Failover { to: next.name.clone(), at: Utc::now(), lease: self.lease(), attempts };
+                    // Recorded before the next bank is asked: a takeover or the reconciler asks it.
+                    match self.timed("commit", self.commit_change(payment.clone(), &change, &RecordPlan::Keep)).await {
+                        Ok(applied) => {
+                            info!(payment_id = %applied.payment.id, from = %bank.name, to = %next.name, reason, "failing over to the next bank");
+                            self.metrics.failovers.inc(format!(
+                                "from=\"{}\",to=\"{}\"",
+                                label(&bank.name),
+                                label(&next.name)
+                            ));
+                            payment = applied.payment;
+                            admitted = Some((next, admission));
+                            inherited = false;
+                            continue;
+                        }
+                        Err(CommitError::Refused(_)) => return Err(self.key_in_use(Operation::Payment)),
+                        // Nothing was charged: this bank did nothing and the next was not asked.
+                        Err(CommitError::Store(error)) => return Err(PaymentError::StoreUnavailable(error)),
+                    }
+                }
+            }
+            return self.settle_charge(payment, settlement, attempts, attempt).await;
+        }
+    }
+
+    /// What a charge's settlement comes to: the change, the answer, and the commit.
+    async fn settle_charge(
+        &self,
+        payment: Payment,
+        settlement: Settlement<ChargeOutcome>,
+        attempts: u32,
+        attempt: &Attempt<'_>,
+    ) -> Result<Answer, PaymentError> {
         let answer = RecordPlan::answer(attempt.key, Subject::Payment, Some(attempt.fingerprint));
         let outcome = match settlement {
             // The request charged (or found its charge): it may revive the payment (`Change::Settle`).
@@ -289,4 +360,37 @@ impl Gateway {
         }
         answered
     }
+}
+
+/// Why a charge may move on to the next bank: this one surely did nothing, or declined with a
+/// code another bank may approve. `None`: it stays (approved, a final decline, an outcome not
+/// known: a second bank could then charge the card twice).
+fn failover_reason(settlement: &Settlement<ChargeOutcome>, codes: &[String]) -> Option<String> {
+    match settlement {
+        Settlement::NotDone(why) => Some(format!("{why:?}")),
+        Settlement::Settle(outcome) if !outcome.approved => {
+            outcome.decline_code.as_ref().filter(|code| codes.contains(code)).map(|code| format!("declined {code}"))
+        }
+        _ => None,
+    }
+}
+
+/// The first of `banks` not in `tried` whose breaker admits a call; or, when none does, the
+/// refusal that ends soonest.
+fn admit_first(banks: &[Arc<Acquirer>], tried: &[String]) -> Result<(Arc<Acquirer>, resilience::Admission), Rejected> {
+    let mut refused: Option<Rejected> = None;
+    for bank in banks.iter().filter(|b| !tried.contains(&b.name)) {
+        match bank.guard.admit() {
+            Ok(admission) => return Ok((Arc::clone(bank), admission)),
+            Err(rejected) => {
+                let sooner = refused.as_ref().is_none_or(|r| {
+                    rejected.retry_after.unwrap_or(Duration::MAX) < r.retry_after.unwrap_or(Duration::MAX)
+                });
+                if sooner {
+                    refused = Some(rejected);
+                }
+            }
+        }
+    }
+    Err(refused.unwrap_or(Rejected { state: resilience::BreakerState::Open, retry_after: None }))
 }

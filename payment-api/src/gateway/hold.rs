@@ -239,13 +239,14 @@ impl Gateway {
         let operation = operation_of(end);
         let authorization_id = payment.authorization_id.clone().unwrap_or_default();
         let bank_key = bank_key_of(payment, end);
+        let bank = self.router.of(payment);
         let report = self
-            .call_bank(None, || async {
+            .call_bank(bank, None, || async {
                 match pending.kind {
                     PendingKind::Capture { amount } => {
-                        self.bank.capture(&authorization_id, &bank_key, amount, request_id).await
+                        bank.client.capture(&authorization_id, &bank_key, amount, request_id).await
                     }
-                    PendingKind::Cancel { .. } => self.bank.void(&authorization_id, &bank_key, request_id).await,
+                    PendingKind::Cancel { .. } => bank.client.void(&authorization_id, &bank_key, request_id).await,
                 }
             })
             .await;
@@ -255,7 +256,7 @@ impl Gateway {
         };
         let inquire = || async {
             let timeout = self.settings.inquiry_timeout;
-            Inquired::from(self.bank.inquire_hold(bank_operation(end), &bank_key, request_id, timeout).await)
+            Inquired::from(bank.client.inquire_hold(bank_operation(end), &bank_key, request_id, timeout).await)
         };
         let key = pending.idempotency_key.clone();
         let undone = |error: PaymentError| Outcome {
@@ -280,7 +281,7 @@ impl Gateway {
                 let found = match rejection.status {
                     Some(409) => {
                         let timeout = self.settings.inquiry_timeout;
-                        self.bank.get_authorization(&authorization_id, request_id, timeout).await
+                        bank.client.get_authorization(&authorization_id, request_id, timeout).await
                     }
                     _ => None,
                 };
@@ -351,7 +352,8 @@ impl Gateway {
         };
         let timeout = self.settings.inquiry_timeout;
         let bank_key = bank_key_of(&payment, end);
-        match self.bank.inquire_hold(bank_operation(end), &bank_key, "reconciler", timeout).await {
+        let bank = self.router.of(&payment);
+        match bank.client.inquire_hold(bank_operation(end), &bank_key, "reconciler", timeout).await {
             Inquiry::Found(authorization) => match hold_change(&authorization, op.reason()) {
                 Some(change) => self.reconciler_settle(payment, change, answer, true).await,
                 None => self.reschedule_hold(payment).await,

@@ -25,6 +25,7 @@ mod finish;
 mod hold;
 mod reconcile;
 mod refund;
+pub mod route;
 pub mod settle;
 pub mod webhooks;
 
@@ -34,14 +35,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use resilience::{Admission, CallReport, Guard, Mode, Rejected, Transition};
+use resilience::{Admission, CallReport, GuardStats, Mode, Transition};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use self::backlog::Backlog;
 pub use self::backlog::RecordPlan;
-use crate::bank::{BankClient, BankReply, classify};
+use self::route::{Acquirer, Router};
+use crate::bank::{BankReply, classify};
 use crate::config::Config;
 pub use crate::error::PaymentError;
 use crate::events::{Envelope, Events, LatencyWindow};
@@ -83,14 +85,16 @@ struct Settings {
     authorization_ttl: chrono::Duration,
     currencies: Vec<String>,
     event_retention: Duration,
+    /// Declines that may be tried at the next bank.
+    decline_failover_codes: Vec<String>,
     /// Whether webhook URLs may point at private addresses.
     allow_private: bool,
 }
 
 pub struct Gateway {
     store: Store,
-    bank: BankClient,
-    guard: Guard,
+    /// The banks, each behind its own guard, and how a payment is routed among them.
+    router: Router,
     settings: Settings,
     metrics: Arc<Metrics>,
     events: Arc<Events>,
@@ -129,8 +133,7 @@ impl Gateway {
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), dispatch, instance.clone())?);
         Ok(Self {
             store,
-            bank: BankClient::new(&config.bank_url)?,
-            guard: Guard::new(config.guard())?,
+            router: Router::new(config)?,
             settings: Settings {
                 lease: config.lease(),
                 retention: config.retention(),
@@ -141,6 +144,7 @@ impl Gateway {
                 authorization_ttl: chrono::Duration::from_std(config.authorization_ttl())?,
                 currencies: config.currencies.clone(),
                 event_retention: config.event_retention(),
+                decline_failover_codes: config.decline_failover_codes.clone(),
                 allow_private: config.webhook_allow_private,
             },
             metrics,
@@ -209,27 +213,45 @@ impl Gateway {
         self.store.kind()
     }
 
-    /// The breaker as operators see it.
+    /// The primary bank's breaker as operators see it.
     pub fn breaker(&self) -> wire::BreakerView {
-        crate::events::breaker_view(self.guard.breaker())
+        crate::events::breaker_view(self.router.primary().guard.breaker())
     }
 
-    /// Forces the breaker open or closed, or returns it to its policy.
+    /// Forces the primary bank's breaker open or closed, or returns it to its policy.
     pub fn set_breaker(&self, mode: Mode) -> wire::BreakerView {
-        self.guard.breaker().set_mode(mode);
+        self.router.primary().guard.breaker().set_mode(mode);
         self.breaker()
     }
 
-    /// Every breaker transition from now on.
-    pub fn breaker_transitions(&self) -> broadcast::Receiver<Transition> {
-        self.guard.breaker().transitions()
+    /// The banks.
+    pub fn banks(&self) -> &[Arc<Acquirer>] {
+        self.router.all()
+    }
+
+    /// Every breaker transition from now on, of each bank, with the bank's name.
+    pub fn breaker_transitions(&self) -> Vec<(String, broadcast::Receiver<Transition>)> {
+        self.router.all().iter().map(|bank| (bank.name.clone(), bank.guard.breaker().transitions())).collect()
+    }
+
+    /// The guards' counters, summed over the banks.
+    fn guard_totals(&self) -> GuardStats {
+        self.router.all().iter().map(|bank| bank.guard.stats()).fold(GuardStats::default(), |sum, s| GuardStats {
+            calls: sum.calls + s.calls,
+            attempts: sum.attempts + s.attempts,
+            retries: sum.retries + s.retries,
+            attempt_timeouts: sum.attempt_timeouts + s.attempt_timeouts,
+            budget_refusals: sum.budget_refusals + s.budget_refusals,
+            rejected_by_breaker: sum.rejected_by_breaker + s.rejected_by_breaker,
+            rejected_overloaded: sum.rejected_overloaded + s.rejected_overloaded,
+        })
     }
 
     /// The Prometheus text exposition.
     pub fn metrics_text(&self) -> String {
         self.metrics.render(
-            &self.guard.stats(),
-            &self.guard.breaker().snapshot(),
+            &self.guard_totals(),
+            &self.router.primary().guard.breaker().snapshot(),
             self.in_flight.load(Ordering::Relaxed),
         )
     }
@@ -289,10 +311,10 @@ impl Gateway {
         );
     }
 
-    /// Announces a breaker transition: counted, and streamed.
-    pub fn breaker_moved(&self, transition: &Transition) {
-        let event = crate::events::breaker_event(transition);
-        self.metrics.breaker_transitions.inc(format!("to=\"{}\"", event.to));
+    /// Announces a transition of `bank`'s breaker: counted, and streamed.
+    pub fn breaker_moved(&self, bank: &str, transition: &Transition) {
+        let event = wire::BreakerEvent { bank: Some(bank.to_owned()), ..crate::events::breaker_event(transition) };
+        self.metrics.breaker_transitions.inc(format!("bank=\"{}\",to=\"{}\"", crate::metrics::label(bank), event.to));
         self.events.publish("breaker", &event);
     }
 
@@ -308,7 +330,7 @@ impl Gateway {
             })
             .collect();
         let [p50, p95, p99] = self.latency.percentiles();
-        let guard = self.guard.stats();
+        let guard = self.guard_totals();
         wire::Stats {
             at: Some(Utc::now()),
             totals,
@@ -349,14 +371,14 @@ impl Gateway {
         crate::fingerprint::fingerprint(&self.fingerprint_key, canonical)
     }
 
-    /// Asks the breaker for a bank call before anything else is done for it.
-    fn admit(&self) -> Result<Admission, Rejected> {
-        self.guard.admit()
-    }
-
-    /// Runs one bank operation through the guard (under `admission` if one was taken), counting
-    /// each attempt's result.
-    async fn call_bank<F, Fut>(&self, admission: Option<Admission>, operation: F) -> CallReport<BankReply>
+    /// Runs one bank operation through `bank`'s guard (under `admission` if one was taken),
+    /// counting each attempt's result.
+    async fn call_bank<F, Fut>(
+        &self,
+        bank: &Acquirer,
+        admission: Option<Admission>,
+        operation: F,
+    ) -> CallReport<BankReply>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = BankReply>,
@@ -368,8 +390,8 @@ impl Gateway {
             reply
         };
         match admission {
-            Some(admission) => self.guard.call_admitted(admission, attempt, classify).await,
-            None => self.guard.call(attempt, classify).await,
+            Some(admission) => bank.guard.call_admitted(admission, attempt, classify).await,
+            None => bank.guard.call(attempt, classify).await,
         }
     }
 

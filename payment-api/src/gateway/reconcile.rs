@@ -120,7 +120,9 @@ impl Gateway {
     /// Settles the pending refunds of a payment from what the bank's charge carries.
     async fn reconcile_refunds(&self, payment: Payment) -> Result<bool, StoreError> {
         let charge_id = payment.bank_charge_id.clone().unwrap_or_default();
-        let reply = tokio::time::timeout(self.settings.inquiry_timeout, self.bank.get_charge(&charge_id, "reconciler"));
+        let bank = self.router.of(&payment);
+        let reply =
+            tokio::time::timeout(self.settings.inquiry_timeout, bank.client.get_charge(&charge_id, "reconciler"));
         let Some(charge) = reply.await.ok().filter(|r| r.status() == Some(200)).and_then(|r| r.charge()) else {
             warn!(payment_id = %payment.id, "reconciler could not read the charge of a pending refund");
             return self.reschedule(payment).await.map(|()| false);

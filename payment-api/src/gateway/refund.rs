@@ -91,14 +91,16 @@ impl Gateway {
         }
         let charge_id = payment.bank_charge_id.clone().unwrap_or_default();
 
-        let report = self.call_bank(None, || self.bank.refund(&charge_id, &refund_id, refund.amount, request_id)).await;
+        let bank = self.router.of(&payment);
+        let report =
+            self.call_bank(bank, None, || bank.client.refund(&charge_id, &refund_id, refund.amount, request_id)).await;
         let read = |reply: &crate::bank::BankReply| match reply.status() {
             Some(200..=299) => Ok(()),
             status => Err(Rejection { status, code: reply.problem_code() }),
         };
         // Maybe refunded: ask the bank whether the charge carries this refund.
         let inquire = || async {
-            match self.bank.get_charge(&charge_id, request_id).await.charge() {
+            match bank.client.get_charge(&charge_id, request_id).await.charge() {
                 Some(charge) if charge.refunds.iter().any(|r| r.idempotency_key == refund_id) => Inquired::Found(()),
                 Some(_) => Inquired::NotFound,
                 None => Inquired::Unknown,

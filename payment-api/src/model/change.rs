@@ -37,6 +37,10 @@ pub enum Change {
     /// The gateway is about to send the charge (again): the commit window starts over, and the
     /// reconciler waits for the lease before looking.
     Resend { at: DateTime<Utc>, lease: chrono::Duration },
+    /// The charge moves on to bank `to` (the bank it was at surely did nothing, or declined in a
+    /// way another bank may not): recorded before `to` is asked, so that the reconciler and a
+    /// takeover ask `to`, and `to`'s commit window starts now.
+    Failover { to: String, at: DateTime<Utc>, lease: chrono::Duration, attempts: u32 },
     /// The bank's answer, after `attempts` more attempts. A failed payment is settled only with
     /// `revive`: the charges of one client key share a bank key, so a charge found under it may be
     /// a newer payment's (made after this one failed and freed the key). A request that charged
@@ -123,6 +127,16 @@ impl Payment {
                 if self.is_settled() {
                     return Ok(next.bumped(self, now));
                 }
+                next.last_attempt_at = Some(*at);
+                next.reconcile_after = Some(*at + *lease);
+            }
+            Change::Failover { to, at, lease, attempts } => {
+                if self.status != PaymentStatus::Processing {
+                    return Err(Refusal::InvalidState(self.status));
+                }
+                next.attempts += attempts;
+                next.acquirer = Some(to.clone());
+                next.attempted_acquirers.push(to.clone());
                 next.last_attempt_at = Some(*at);
                 next.reconcile_after = Some(*at + *lease);
             }

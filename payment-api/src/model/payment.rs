@@ -183,6 +183,13 @@ pub struct Payment {
     pub capture_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_key: Option<String>,
+    /// The bank that holds the payment (its charge or hold): its captures, cancels, refunds and
+    /// inquiries go there. `None` in payments written before several banks: the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquirer: Option<String>,
+    /// Every bank the charge was sent to, in order (the last is `acquirer`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempted_acquirers: Vec<String>,
 }
 
 fn charged_at_once() -> bool {
@@ -225,6 +232,10 @@ pub struct PublicPayment<'a> {
     pub capture_before: Option<DateTime<Utc>>,
     pub canceled_at: Option<DateTime<Utc>>,
     pub cancellation_reason: Option<CancellationReason>,
+    /// The bank that holds the payment.
+    pub acquirer: Option<&'a str>,
+    /// Every bank the charge was sent to, in order.
+    pub attempted_acquirers: &'a [String],
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -254,6 +265,8 @@ impl Payment {
             capture_before: self.capture_before,
             canceled_at: self.canceled_at,
             cancellation_reason: self.cancellation_reason,
+            acquirer: self.acquirer.as_deref(),
+            attempted_acquirers: &self.attempted_acquirers,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
