@@ -206,6 +206,11 @@ pub struct Config {
 
     #[command(flatten)]
     pub connections: http_conventions::serve::ConnectionFlags,
+
+    /// The currencies each bank is limited to, when set here (tests); else read from the
+    /// `BANK_CURRENCIES_<NAME>` variables.
+    #[arg(skip)]
+    pub bank_currency_limits: Option<Vec<(String, Vec<String>)>>,
 }
 
 /// How the router orders the banks for a payment.
@@ -406,9 +411,16 @@ impl Config {
         }
     }
 
-    /// The currencies `BANK_CURRENCIES_<NAME>` limits a bank to (its name upper-cased, `-` as
-    /// `_`), if set.
-    pub fn bank_currencies(name: &str) -> Option<Vec<String>> {
+    /// The currencies a bank is limited to, if it is: from `bank_currency_limits`, else from
+    /// `BANK_CURRENCIES_<NAME>` (its name upper-cased, `-` as `_`).
+    pub fn currencies_of(&self, name: &str) -> Option<Vec<String>> {
+        match &self.bank_currency_limits {
+            Some(limits) => limits.iter().find(|(bank, _)| bank == name).map(|(_, list)| list.clone()),
+            None => Self::bank_currencies(name),
+        }
+    }
+
+    fn bank_currencies(name: &str) -> Option<Vec<String>> {
         let variable = format!("BANK_CURRENCIES_{}", name.to_ascii_uppercase().replace('-', "_"));
         let value = std::env::var(variable).ok()?;
         Some(value.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect())

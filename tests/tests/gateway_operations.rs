@@ -248,6 +248,8 @@ async fn the_openapi_document_lists_every_route_and_the_docs_are_served() {
         ("/admin/breaker", "get"),
         ("/admin/breaker", "put"),
         ("/admin/stream", "get"),
+        ("/admin/banks", "get"),
+        ("/admin/banks/{name}/breaker", "put"),
     ];
     for (path, method) in expected {
         let operation = &document["paths"][path][method];

@@ -91,3 +91,19 @@ pub struct BreakerEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bank: Option<String>,
 }
+
+/// One bank of the gateway, as `GET /admin/banks` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BankView {
+    pub name: String,
+    pub url: String,
+    /// Its own circuit breaker.
+    pub breaker: BreakerView,
+    /// The share of its recent authorizations that were approved (1 before any).
+    pub success_rate: f64,
+    /// The share of payments routed to it first, since the gateway started.
+    pub share: f64,
+    /// The currencies it takes (`null`: all the gateway takes).
+    pub currencies: Option<Vec<String>>,
+}

@@ -21,7 +21,7 @@ pub mod payment;
 pub mod stats;
 
 pub use bank::{AuthorizationStatus, ChargeStatus};
-pub use breaker::{BreakerEvent, BreakerState, BreakerView};
+pub use breaker::{BankView, BreakerEvent, BreakerState, BreakerView};
 pub use chaos::{ChaosConfig, ChaosStats, InjectedCounts, Latency};
 pub use event::{EndpointHealth, Event, EventData, EventType};
 pub use payment::{PaymentEvent, PaymentStatus};

@@ -224,9 +224,29 @@ impl Gateway {
         self.breaker()
     }
 
-    /// The banks.
-    pub fn banks(&self) -> &[Arc<Acquirer>] {
-        self.router.all()
+    /// The banks as operators see them.
+    pub fn banks(&self) -> Vec<wire::BankView> {
+        let banks = self.router.all();
+        let routed: u64 = banks.iter().map(|b| b.routed()).sum();
+        banks
+            .iter()
+            .map(|bank| wire::BankView {
+                name: bank.name.clone(),
+                url: bank.url.clone(),
+                breaker: crate::events::breaker_view(bank.guard.breaker()),
+                success_rate: bank.success_rate(),
+                share: if routed == 0 { 0.0 } else { bank.routed() as f64 / routed as f64 },
+                currencies: bank.currencies.clone(),
+            })
+            .collect()
+    }
+
+    /// Forces one bank's breaker open or closed, or returns it to its policy; `None` for a bank
+    /// that does not exist.
+    pub fn set_bank_breaker(&self, name: &str, mode: Mode) -> Option<wire::BreakerView> {
+        let bank = self.router.by_name(name)?;
+        bank.guard.breaker().set_mode(mode);
+        Some(crate::events::breaker_view(bank.guard.breaker()))
     }
 
     /// Every breaker transition from now on, of each bank, with the bank's name.

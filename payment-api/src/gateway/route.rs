@@ -21,8 +21,11 @@ use crate::bank::BankClient;
 use crate::config::{Config, Routing};
 use crate::model::Payment;
 
-/// How many recent authorizations a bank's success rate is measured over.
-const RATE_WINDOW: usize = 200;
+/// How many recent authorizations a bank's success rate is measured over: short enough that a
+/// bank that recovered wins its place back after a few dozen exploring payments.
+const RATE_WINDOW: usize = 50;
+/// Success rates this close count as equal (the configured order decides).
+const RATE_TOLERANCE: f64 = 0.05;
 /// The share of payments `success_rate` routing sends first to another bank than the best.
 const EXPLORE: f64 = 0.1;
 
@@ -91,7 +94,7 @@ impl Router {
                 Ok(Arc::new(Acquirer {
                     client: BankClient::new(&bank.url)?,
                     guard: Guard::new(config.guard())?,
-                    currencies: Config::bank_currencies(&bank.name),
+                    currencies: config.currencies_of(&bank.name),
                     outcomes: Mutex::new(VecDeque::with_capacity(RATE_WINDOW)),
                     routed: AtomicU64::new(0),
                     weight,
@@ -150,8 +153,10 @@ impl Router {
                 }
             }
             Routing::SuccessRate => {
-                // Stable: equal rates keep the configured order.
-                banks.sort_by(|a, b| b.success_rate().total_cmp(&a.success_rate()));
+                // The best rate first; rates within the tolerance of the best keep the configured
+                // order among them.
+                let best = banks.iter().map(|a| a.success_rate()).fold(0.0, f64::max);
+                banks.sort_by_key(|a| a.success_rate() < best - RATE_TOLERANCE);
                 if fastrand::f64() < EXPLORE {
                     let other = 1 + fastrand::usize(0..banks.len() - 1);
                     banks.swap(0, other);

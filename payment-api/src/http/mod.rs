@@ -22,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use http_conventions::problem::{ErrorCode, Problem};
 use http_conventions::request_id::{self, RequestId};
 use tracing::Instrument;
@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::auth::{authorization, bearer, secret_matches};
 
-use self::admin::{get_breaker, put_breaker, stream};
+use self::admin::{get_banks, get_breaker, put_bank_breaker, put_breaker, stream};
 use self::operations::{healthz, metrics, readyz};
 use self::payments::{cancel_payment, capture_payment, create_payment, create_refund, get_payment, list_payments};
 use self::webhooks::{
@@ -68,6 +68,8 @@ pub fn router(app: Arc<App>) -> Router {
     let admin_routes = Router::new()
         .route("/admin/breaker", get(get_breaker).put(put_breaker))
         .route("/admin/stream", get(stream))
+        .route("/admin/banks", get(get_banks))
+        .route("/admin/banks/{name}/breaker", put(put_bank_breaker))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&app), authenticate_admin));
     let docs =
         utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi::document(app.gateway.currencies()));

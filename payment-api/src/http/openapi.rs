@@ -31,6 +31,8 @@ use utoipa::{Modify, OpenApi};
         super::admin::get_breaker,
         super::admin::put_breaker,
         super::admin::stream,
+        super::admin::get_banks,
+        super::admin::put_bank_breaker,
     ),
     components(schemas(http_conventions::FieldError)),
     modifiers(&Security),
