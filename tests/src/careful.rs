@@ -22,7 +22,8 @@ use crate::loadgen::{Connection, Outcome, Reply, Session};
 pub struct Targets {
     /// Gateway base URLs, used round-robin.
     pub gateways: Vec<String>,
-    pub bank: String,
+    /// Every bank the gateways route to (their ledgers together are the audit truth).
+    pub banks: Vec<String>,
     pub api_key: String,
 }
 

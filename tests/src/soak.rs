@@ -139,8 +139,10 @@ pub async fn all_payments(http: &reqwest::Client, gateway: &str, api_key: &str) 
 /// held (each captured, canceled, or expired and canceled by the gateway), up to `deadline`.
 pub async fn quiesce(targets: &Targets, deadline: Duration) -> anyhow::Result<Vec<Value>> {
     let http = reqwest::Client::new();
-    http.post(format!("{}/chaos/reset", targets.bank)).send().await?.error_for_status()?;
-    http.post(format!("{}/chaos/presets/healthy", targets.bank)).send().await?.error_for_status()?;
+    for bank in &targets.banks {
+        http.post(format!("{bank}/chaos/reset")).send().await?.error_for_status()?;
+        http.post(format!("{bank}/chaos/presets/healthy")).send().await?.error_for_status()?;
+    }
     let give_up = Instant::now() + deadline;
     let mut poll = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -164,10 +166,36 @@ pub async fn check(
 ) -> anyhow::Result<SoakReport> {
     let finals = &driven.finals;
     let http = reqwest::Client::new();
-    let ledger: Value =
-        http.get(format!("{}/v1/ledger", targets.bank)).send().await?.error_for_status()?.json().await?;
-    let charges = ledger["charges"].as_array().cloned().unwrap_or_default();
-    let authorizations = ledger["authorizations"].as_array().cloned().unwrap_or_default();
+    // The banks' ledgers together: charge and authorization ids are unique across banks.
+    let mut charges = Vec::new();
+    let mut authorizations = Vec::new();
+    let mut keys_per_bank: Vec<std::collections::HashSet<String>> = Vec::new();
+    for bank in &targets.banks {
+        let ledger: Value = http.get(format!("{bank}/v1/ledger")).send().await?.error_for_status()?.json().await?;
+        let own_charges = ledger["charges"].as_array().cloned().unwrap_or_default();
+        let own_holds = ledger["authorizations"].as_array().cloned().unwrap_or_default();
+        // The bank keys that moved money here: approved charges (a capture's under its
+        // authorization's key) and holds.
+        let hold_key: HashMap<&str, &str> =
+            own_holds.iter().filter_map(|a| Some((a["id"].as_str()?, a["idempotency_key"].as_str()?))).collect();
+        let mut keys: std::collections::HashSet<String> = own_charges
+            .iter()
+            .filter(|c| c["status"] == "approved")
+            .filter_map(|c| match c["authorization_id"].as_str() {
+                Some(hold) => hold_key.get(hold).map(|k| (*k).to_owned()),
+                None => c["idempotency_key"].as_str().map(str::to_owned),
+            })
+            .collect();
+        keys.extend(
+            own_holds
+                .iter()
+                .filter(|a| a["status"] != "declined")
+                .filter_map(|a| a["idempotency_key"].as_str().map(str::to_owned)),
+        );
+        keys_per_bank.push(keys);
+        charges.extend(own_charges);
+        authorizations.extend(own_holds);
+    }
     let authorization_by_id: HashMap<&str, &Value> =
         authorizations.iter().filter_map(|a| Some((a["id"].as_str()?, a))).collect();
     let mut by_charge: HashMap<&str, Vec<&Value>> = HashMap::new();
@@ -430,8 +458,20 @@ pub async fn check(
         report.figures.insert("holds the gateway forgot, left to the bank's expiry", holds_forgotten);
     }
 
+    // A bank key that moved money at two banks charged one payment twice.
+    let mut banks_of_key: HashMap<&str, usize> = HashMap::new();
+    for keys in &keys_per_bank {
+        for key in keys {
+            *banks_of_key.entry(key.as_str()).or_default() += 1;
+        }
+    }
+    let at_two_banks = banks_of_key.values().filter(|n| **n > 1).count() as u64;
+    report.figures.insert("banks", targets.banks.len() as u64);
+    let moved = payments.iter().filter(|p| p["attempted_acquirers"].as_array().is_some_and(|a| a.len() > 1)).count();
+    report.figures.insert("payments failed over to another bank", moved as u64);
     report.invariants = vec![
         ("no idempotency key charged twice", charged_twice),
+        ("no idempotency key charged at more than one bank", at_two_banks),
         ("every approved charge is under a client key's bank key", charges_of_no_client),
         ("every approved charge has one succeeded payment", orphan_charges),
         ("charge and payment amounts agree", amount_mismatch),

@@ -41,7 +41,8 @@ async fn two_thousand_payments_through_chaos_keep_every_invariant() {
     config.webhook_retry_schedule_s = payment_api::webhook::Schedule::parse("0.1,0.2,0.5,1,1,1,1,1").unwrap();
     let gateway = TestGateway::start(config).await;
 
-    let targets = Targets { gateways: vec![gateway.url.clone()], bank: bank.url.clone(), api_key: MERCHANT_A.1.into() };
+    let targets =
+        Targets { gateways: vec![gateway.url.clone()], banks: vec![bank.url.clone()], api_key: MERCHANT_A.1.into() };
     let plan = SoakPlan {
         payments: 2_000,
         concurrency: 96,

@@ -245,7 +245,7 @@ async fn bench_bank(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn load(args: LoadArgs) -> anyhow::Result<()> {
-    let targets = Targets { gateways: args.gateways.clone(), bank: String::new(), api_key: args.api_key.clone() };
+    let targets = Targets { gateways: args.gateways.clone(), banks: Vec::new(), api_key: args.api_key.clone() };
     let tally = Arc::new(ClientTally::default());
     let deadline = Duration::from_secs(args.payment_deadline_s);
     let sessions = PaymentSession::many(args.concurrency, &targets, &tally, args.duplicates, deadline)?;

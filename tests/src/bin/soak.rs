@@ -51,6 +51,11 @@ struct Args {
     /// back: the gateway forgets what it had acknowledged, and must still never charge twice.
     #[arg(long, conflicts_with = "restart_redis")]
     lose_redis_data: bool,
+    /// Banks the gateway routes to (priority order). With two or more, the first goes down
+    /// mid-run and comes back, and the others keep their chaos: payments fail over, and no key
+    /// may be charged at two banks.
+    #[arg(long, env = "SOAK_BANKS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    banks: u64,
     /// Store: `redis` (default when redis-server is installed) or `redb`.
     #[arg(long, env = "SOAK_STORE")]
     store: Option<String>,
@@ -81,15 +86,21 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         bail!("--instances > 1, --restart-redis and --lose-redis-data need the Redis store (install redis-server)");
     }
 
-    let bank_addr = free_addr();
-    let _bank = KillOnDrop::spawn(std::process::Command::new(sibling_binary("mock-bank")?).args([
-        "--listen",
-        &bank_addr.to_string(),
-        "--log",
-        "warn",
-    ]))?;
-    let bank = format!("http://{bank_addr}");
-    wait_healthy(&bank).await;
+    let mut bank_processes = Vec::new();
+    let mut bank_urls = Vec::new();
+    for _ in 0..args.banks {
+        let addr = free_addr();
+        bank_processes.push(KillOnDrop::spawn(std::process::Command::new(sibling_binary("mock-bank")?).args([
+            "--listen",
+            &addr.to_string(),
+            "--log",
+            "warn",
+        ]))?);
+        let url = format!("http://{addr}");
+        wait_healthy(&url).await;
+        bank_urls.push(url);
+    }
+    let bank = bank_urls[0].clone();
     let http = reqwest::Client::new();
 
     let mut redis = None;
@@ -109,13 +120,23 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
 
     let gateway_bin = sibling_binary("payment-api")?.display().to_string();
+    let banks_flag: Vec<String> = bank_urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| format!("{}={url}", if i == 0 { "primary".to_owned() } else { format!("bank{}", i + 1) }))
+        .collect();
+    let mut gateway_args: Vec<String> = GATEWAY_ARGS.iter().map(|a| (*a).to_owned()).collect();
+    if bank_urls.len() > 1 {
+        gateway_args.extend(["--banks".to_owned(), banks_flag.join(",")]);
+    }
+    let gateway_args: Vec<&str> = gateway_args.iter().map(String::as_str).collect();
     let mut gateways = Vec::new();
     for _ in 0..args.instances.max(1) {
-        gateways.push(GatewayProcess::start(&gateway_bin, &bank, &store, &GATEWAY_ARGS).await);
+        gateways.push(GatewayProcess::start(&gateway_bin, &bank, &store, &gateway_args).await);
     }
     let targets = Targets {
         gateways: gateways.iter().map(|g| g.url.clone()).collect(),
-        bank: bank.clone(),
+        banks: bank_urls.clone(),
         api_key: MERCHANT_A.1.into(),
     };
 
@@ -131,13 +152,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         {"after_s": 0, "config": chaos}, {"after_s": 8, "preset": "outage"}, {"after_s": 12, "config": chaos},
     ]});
     http.post(format!("{bank}/chaos/scenario")).json(&scenario).send().await?.error_for_status()?;
+    // The other banks keep their chaos throughout: the primary's outage sends payments to them.
+    for other in &bank_urls[1..] {
+        http.patch(format!("{other}/chaos")).json(&chaos).send().await?.error_for_status()?;
+    }
     println!(
-        "soak: {} payments, {} clients, {:.0} % duplicates, {:.0} % two-step, {:.0} % faults, {} gateway(s) on {store_kind}{}{}{}",
+        "soak: {} payments, {} clients, {:.0} % duplicates, {:.0} % two-step, {:.0} % faults, {} bank(s), {} gateway(s) on {store_kind}{}{}{}",
         args.payments,
         args.concurrency,
         args.duplicates * 100.0,
         args.two_step * 100.0,
         args.fault_rate * 100.0,
+        bank_urls.len(),
         gateways.len(),
         if args.kill_gateway { ", kill -9 mid-run" } else { "" },
         if args.restart_redis { ", Redis restarted mid-run" } else { "" },
@@ -179,7 +205,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             started.elapsed().as_secs_f64(),
             chrono::Utc::now()
         );
-        *victim = GatewayProcess::start_at(&gateway_bin, addr, &bank, &store, &GATEWAY_ARGS).await;
+        *victim = GatewayProcess::start_at(&gateway_bin, addr, &bank, &store, &gateway_args).await;
         println!("soak: gateway {addr} restarted at {:.1} s", started.elapsed().as_secs_f64());
     }
     if (args.restart_redis || args.lose_redis_data)
