@@ -144,6 +144,15 @@ pub fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// One bank's live numbers, for the exposition.
+#[derive(Debug, Clone)]
+pub struct BankNumbers {
+    pub name: String,
+    pub breaker: BreakerSnapshot,
+    pub success_rate: f64,
+    pub routed: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub http_requests: LabeledCounter,
@@ -196,13 +205,20 @@ impl Metrics {
         self.payments.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn bank_call(&self, result: &str, took: Duration) {
-        self.bank_calls.inc(format!("result=\"{result}\""));
+    pub fn bank_call(&self, bank: &str, result: &str, took: Duration) {
+        self.bank_calls.inc(format!("bank=\"{}\",result=\"{result}\"", label(bank)));
         self.bank_call_duration.observe(took);
     }
 
-    /// The Prometheus text exposition, with the guard's and breaker's live numbers.
-    pub fn render(&self, guard: &GuardStats, breaker: &BreakerSnapshot, in_flight: u64) -> String {
+    /// The Prometheus text exposition, with the guards' live numbers (summed over the banks), the
+    /// primary bank's breaker, and each bank's own.
+    pub fn render(
+        &self,
+        guard: &GuardStats,
+        breaker: &BreakerSnapshot,
+        banks: &[BankNumbers],
+        in_flight: u64,
+    ) -> String {
         let mut out = String::with_capacity(8 * 1024);
         let section = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -251,6 +267,23 @@ impl Metrics {
         }
         section(&mut out, "gateway_breaker_failure_rate", "gauge", "Failure rate over the breaker's window.");
         let _ = writeln!(out, "gateway_breaker_failure_rate {}", breaker.failure_rate);
+        section(&mut out, "gateway_bank_breaker_state", "gauge", "1 for each bank's circuit breaker's current state.");
+        for bank in banks {
+            let _ = writeln!(
+                out,
+                "gateway_bank_breaker_state{{bank=\"{}\",state=\"{}\"}} 1",
+                label(&bank.name),
+                bank.breaker.state
+            );
+        }
+        section(&mut out, "gateway_bank_success_rate", "gauge", "Each bank's recent authorization approval rate.");
+        for bank in banks {
+            let _ = writeln!(out, "gateway_bank_success_rate{{bank=\"{}\"}} {}", label(&bank.name), bank.success_rate);
+        }
+        section(&mut out, "gateway_bank_routed_total", "counter", "Payments routed to each bank first.");
+        for bank in banks {
+            let _ = writeln!(out, "gateway_bank_routed_total{{bank=\"{}\"}} {}", label(&bank.name), bank.routed);
+        }
         section(
             &mut out,
             "gateway_breaker_transitions_total",

@@ -93,6 +93,9 @@ async fn an_outage_at_the_primary_sends_payments_to_the_backup_and_an_open_break
     // The failovers are counted.
     let metrics = gateway.client.get(gateway.at("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("gateway_bank_failovers_total{from=\"primary\",to=\"backup\"}"), "{metrics}");
+    assert!(metrics.contains("gateway_bank_breaker_state{bank=\"primary\",state=\"open\"} 1"), "{metrics}");
+    assert!(metrics.contains("gateway_bank_breaker_state{bank=\"backup\",state=\"closed\"} 1"), "{metrics}");
+    assert!(metrics.contains("gateway_bank_calls_total{bank=\"backup\",result=\"approved\"} 50"), "{metrics}");
 }
 
 #[tokio::test]

@@ -52,8 +52,8 @@ async fn metrics_move_when_payments_happen() {
     assert_eq!(metric(&gateway, r#"gateway_payments_total{outcome="declined"}"#).await, 1.0);
     assert_eq!(metric(&gateway, "gateway_idempotent_replays_total").await, 1.0);
     assert_eq!(metric(&gateway, r#"gateway_idempotency_conflicts_total{kind="idempotency_key_reused"}"#).await, 1.0);
-    assert_eq!(metric(&gateway, r#"gateway_bank_calls_total{result="approved"}"#).await, 1.0);
-    assert_eq!(metric(&gateway, r#"gateway_bank_calls_total{result="declined"}"#).await, 1.0);
+    assert_eq!(metric(&gateway, r#"gateway_bank_calls_total{bank="default",result="approved"}"#).await, 1.0);
+    assert_eq!(metric(&gateway, r#"gateway_bank_calls_total{bank="default",result="declined"}"#).await, 1.0);
     assert_eq!(metric(&gateway, "gateway_bank_call_duration_seconds_count").await, 2.0);
     assert_eq!(
         metric(&gateway, r#"gateway_http_requests_total{route="/v1/payments",method="POST",status="201"}"#).await,
@@ -165,7 +165,10 @@ async fn the_stream_delivers_events_in_order_to_readers_while_a_stalled_one_slow
                             assert!(data.get(field).is_some(), "stats has {field}: {data}");
                         }
                     }
-                    "breaker" => breaker.push((data["to"].as_str().unwrap().to_owned(), data["reason"].clone())),
+                    "breaker" => {
+                        assert_eq!(data["bank"], "default", "a breaker event names its bank: {data}");
+                        breaker.push((data["to"].as_str().unwrap().to_owned(), data["reason"].clone()));
+                    }
                     "payment" if data["status"] == "succeeded" => {
                         succeeded.insert(data["payment_id"].as_str().unwrap().to_owned());
                     }

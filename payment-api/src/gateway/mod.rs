@@ -269,9 +269,21 @@ impl Gateway {
 
     /// The Prometheus text exposition.
     pub fn metrics_text(&self) -> String {
+        let banks: Vec<crate::metrics::BankNumbers> = self
+            .router
+            .all()
+            .iter()
+            .map(|bank| crate::metrics::BankNumbers {
+                name: bank.name.clone(),
+                breaker: bank.guard.breaker().snapshot(),
+                success_rate: bank.success_rate(),
+                routed: bank.routed(),
+            })
+            .collect();
         self.metrics.render(
             &self.guard_totals(),
             &self.router.primary().guard.breaker().snapshot(),
+            &banks,
             self.in_flight.load(Ordering::Relaxed),
         )
     }
@@ -406,7 +418,7 @@ impl Gateway {
         let attempt = |_| async {
             let started = tokio::time::Instant::now();
             let reply = operation().await;
-            self.metrics.bank_call(crate::bank::result_label(&reply), started.elapsed());
+            self.metrics.bank_call(&bank.name, crate::bank::result_label(&reply), started.elapsed());
             reply
         };
         match admission {
