@@ -336,19 +336,20 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let this = std::env::current_exe()?;
 
-    for name in ["baseline", "redis", "redb", "fail-fast", "bare"] {
+    for name in ["baseline", "redis", "two-banks", "redb", "fail-fast", "bare"] {
         if !wanted(name) {
             continue;
         }
         let (what, expected) = match name {
             "baseline" => ("naive handler: SET NX, one bank call, SET", 201),
             "redis" => ("the gateway on Redis", 201),
+            "two-banks" => ("the gateway on Redis, two banks split 50/50", 201),
             "redb" => ("the gateway on redb (fsync per commit)", 201),
             "fail-fast" => ("the gateway, breaker forced open", 503),
             _ => ("bare axum handler", 201),
         };
         let mut row = Row { name, what, report: None, rss: None, cpu: CpuPerCall::default(), note: String::new() };
-        let needs_redis = matches!(name, "baseline" | "redis" | "fail-fast");
+        let needs_redis = matches!(name, "baseline" | "redis" | "two-banks" | "fail-fast");
         let redis_url = redis.as_ref().map(RedisServer::url).unwrap_or_default();
         if needs_redis && redis.is_none() {
             row.note = "skipped: redis-server is not installed".into();
@@ -390,7 +391,19 @@ async fn compare(args: CompareArgs) -> anyhow::Result<()> {
                 } else {
                     redis_url.clone()
                 };
-                let gateway = GatewayProcess::start(&gateway_bin, &bank_url, &store, &GATEWAY_ARGS).await;
+                // The second bank of `two-banks`: its CPU is not sampled (the bank column shows
+                // the first bank's only).
+                let second = if name == "two-banks" { Some(start_bank().await?) } else { None };
+                let mut gateway_args: Vec<String> = GATEWAY_ARGS.iter().map(|a| (*a).to_owned()).collect();
+                if let Some((_, second)) = &second {
+                    let banks = format!("a={bank_url},b=http://{second}");
+                    gateway_args.extend(
+                        ["--banks", &banks, "--routing", "weighted", "--routing-weights", "a=50,b=50"]
+                            .map(str::to_owned),
+                    );
+                }
+                let gateway_args: Vec<&str> = gateway_args.iter().map(String::as_str).collect();
+                let gateway = GatewayProcess::start(&gateway_bin, &bank_url, &store, &gateway_args).await;
                 if name == "fail-fast" {
                     force_breaker_open(&gateway.url).await?;
                 }
@@ -492,7 +505,17 @@ fn print_comparison(rows: &[Row], open_loop: bool) {
         let rps = fast.rps() / bare.rps();
         println!("  fail-fast rps >= 0.50x bare handler:    {rps:.2}x  {}", verdict(rps >= 0.5));
     }
-    let peak = rows.iter().filter(|r| matches!(r.name, "redis" | "redb" | "fail-fast")).filter_map(|r| r.rss).max();
+    if let (Some(one), Some(two)) = (find("redis"), find("two-banks")) {
+        // Not a target: what routing between two banks costs the payment path.
+        if open_loop {
+            let p50 = two.percentile_ms(0.5) / one.percentile_ms(0.5);
+            println!("  two banks beside one (p50):              {p50:.2}x");
+        } else {
+            println!("  two banks beside one (rps):              {:.2}x", two.rps() / one.rps());
+        }
+    }
+    let gateways = ["redis", "two-banks", "redb", "fail-fast"];
+    let peak = rows.iter().filter(|r| gateways.contains(&r.name)).filter_map(|r| r.rss).max();
     if let Some(peak) = peak {
         let mib = peak as f64 / (1024.0 * 1024.0);
         println!("  gateway peak RSS <= 64 MiB:             {mib:.1} MiB  {}", verdict(mib <= 64.0));
