@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The one-command launcher of the resilient payment gateway.
 #
-#   ./run.sh               build (release), start the bank and the gateway, run the live dashboard
+#   ./run.sh               build (release), start two banks and the gateway, run the live dashboard
 #                          in the foreground; quitting it (q) stops everything
 #   ./run.sh --headless    the same without the dashboard, until Ctrl-C
 #   ./run.sh saga          the bank and the gateway, plus the order-saga example service (orders
 #                          paid by authorize, stock, capture or compensate, learned from webhooks);
 #                          places a few demo orders, then runs until Ctrl-C
 #
-# It starts the mock bank and the payment gateway (on Redis when redis-server is installed, on a
-# private port with its data under .run/, else on the embedded store), with keys created under
-# .run/ on first use.
+# It starts two mock banks (primary and backup) and the payment gateway routing between them (on
+# Redis when redis-server is installed, on a private port with its data under .run/, else on the
+# embedded store), with keys created under .run/ on first use.
 #   ./run.sh test [ARGS]   run every test (cargo nextest when installed, else cargo test)
 #   ./run.sh bench [compare|bank|load|resilience] [ARGS]
 #                          benchmarks; load drives a running gateway (see README.md)
@@ -114,24 +114,30 @@ start_store() {
   export STORE_URL
 }
 
-# Starts the bank and the gateway (after building them), and sets BANK_URL, API_URL, API_KEY.
+# Starts two banks (primary and backup) and the gateway routing between them (after building
+# them), and sets BANK_URL (the primary's), BACKUP_URL, API_URL, API_KEY.
 start_services() {
   ensure_keys
-  local bank_listen="${BANK_LISTEN:-127.0.0.1:8081}" api_listen="${API_LISTEN:-127.0.0.1:8080}"
+  local bank_listen="${BANK_LISTEN:-127.0.0.1:8081}" backup_listen="${BACKUP_BANK_LISTEN:-127.0.0.1:8082}"
+  local api_listen="${API_LISTEN:-127.0.0.1:8080}"
   port_free "$bank_listen" || die "$bank_listen is already in use; set BANK_LISTEN to another address."
+  port_free "$backup_listen" || die "$backup_listen is already in use; set BACKUP_BANK_LISTEN to another address."
   port_free "$api_listen" || die "$api_listen is already in use; set API_LISTEN to another address."
   start_store
   BANK_LISTEN="$bank_listen" "$ROOT/target/release/mock-bank" >"$RUN_DIR/mock-bank.log" 2>&1 &
   PIDS+=("$!")
-  local bank_url="http://$bank_listen" api_url="http://$api_listen"
+  BANK_LISTEN="$backup_listen" "$ROOT/target/release/mock-bank" >"$RUN_DIR/mock-bank-backup.log" 2>&1 &
+  PIDS+=("$!")
+  local bank_url="http://$bank_listen" backup_url="http://$backup_listen" api_url="http://$api_listen"
   wait_healthy "$bank_url" mock-bank
-  API_LISTEN="$api_listen" BANK_URL="$bank_url" LOG_DIR="${LOG_DIR:-$RUN_DIR/logs}" \
+  wait_healthy "$backup_url" mock-bank-backup
+  API_LISTEN="$api_listen" BANKS="${BANKS:-primary=$bank_url,backup=$backup_url}" LOG_DIR="${LOG_DIR:-$RUN_DIR/logs}" \
     "$ROOT/target/release/payment-api" >"$RUN_DIR/payment-api.log" 2>&1 &
   PIDS+=("$!")
   wait_healthy "$api_url" payment-api
   local api_key="${API_KEYS#*:}"
   api_key="${api_key%%,*}"
-  BANK_URL="$bank_url" API_URL="$api_url" API_KEY="$api_key"
+  BANK_URL="$bank_url" BACKUP_URL="$backup_url" API_URL="$api_url" API_KEY="$api_key"
 }
 
 cmd_start() {
@@ -143,7 +149,8 @@ cmd_start() {
   cat <<INFO
 
   payment-api  $api_url     (log: .run/payment-api.log, store: $STORE_URL)
-  mock-bank    $bank_url     (log: .run/mock-bank.log)
+  mock-bank    $bank_url     primary (log: .run/mock-bank.log)
+  mock-bank    $BACKUP_URL     backup, where payments fail over (log: .run/mock-bank-backup.log)
   API key      $api_key     (merchant "demo"; all keys in .run/keys.env)
   Admin key    $ADMIN_KEY
   API docs     $api_url/docs     metrics: $api_url/metrics     JSON logs: .run/logs/
@@ -155,6 +162,9 @@ cmd_start() {
   Break the bank, and watch the gateway react:
     curl -s -X POST $bank_url/chaos/presets/flaky
     curl -sN $api_url/admin/stream -H "Authorization: Bearer $ADMIN_KEY"
+  Take the primary down: payments fail over to the backup, and the primary's breaker opens:
+    curl -s -X POST $bank_url/chaos/presets/outage
+    curl -s $api_url/admin/banks -H "Authorization: Bearer $ADMIN_KEY"
 
 INFO
   if [ "$headless" = 1 ]; then
@@ -164,7 +174,7 @@ INFO
     [ -t 1 ] || die "the dashboard needs a terminal; use ./run.sh --headless"
     "$ROOT/target/release/dashboard-tui" --api "$api_url" --bank "$bank_url" --admin-key "$ADMIN_KEY" \
       --api-key "$api_key" --export-dir "$RUN_DIR"
-    say "Dashboard closed; stopping the bank and the gateway."
+    say "Dashboard closed; stopping the banks and the gateway."
   fi
 }
 
@@ -280,7 +290,7 @@ cmd_saga() {
   cat <<INFO
 
   order-saga   $saga_url     (log: .run/order-saga.log; 20% of orders find no stock)
-  payment-api  $API_URL     mock-bank  $BANK_URL     (logs in .run/)
+  payment-api  $API_URL     mock-banks  $BANK_URL, $BACKUP_URL     (logs in .run/)
 
   Place an order, follow it, and see the saga's counters:
     curl -s $saga_url/orders -H 'Content-Type: application/json' -d '{"amount":2500}'
