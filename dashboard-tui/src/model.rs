@@ -17,12 +17,13 @@ pub const MAX_TRANSITIONS: usize = 20;
 pub const PRESETS: [&str; 7] = ["healthy", "flaky", "degraded", "throttled", "brownout", "outage", "chaos"];
 
 /// Every key and what it does, as the help screen lists them.
-pub const KEYS: [(&str, &str); 19] = [
+pub const KEYS: [(&str, &str); 20] = [
     ("1-7", "presets: healthy flaky degraded throttled brownout outage chaos"),
     ("f / F", "bank failure rate +5% / -5%"),
     ("l / L", "bank latency +50 ms / -50 ms"),
     ("o", "toggle bank outage"),
-    ("b", "force the breaker open"),
+    ("n", "tune the next bank's chaos (with several banks)"),
+    ("b", "force the breaker open (the selected bank's, with several)"),
     ("c", "force the breaker closed"),
     ("a", "breaker back to automatic"),
     ("t", "start / stop the traffic generator"),
@@ -40,8 +41,8 @@ pub const KEYS: [(&str, &str); 19] = [
 ];
 
 pub use wire::{
-    BreakerEvent as Transition, BreakerState, BreakerView as BreakerInfo, ChaosConfig, ChaosStats, EndpointHealth,
-    LatencyPercentiles as Latency, LogRecord as LogEvent, PaymentEvent, PaymentStatus, Stats,
+    BankView, BreakerEvent as Transition, BreakerState, BreakerView as BreakerInfo, ChaosConfig, ChaosStats,
+    EndpointHealth, LatencyPercentiles as Latency, LogRecord as LogEvent, PaymentEvent, PaymentStatus, Stats,
 };
 
 /// What arrives on the gateway's event stream.
@@ -79,6 +80,8 @@ pub enum Msg {
     Tick(DateTime<Utc>),
     Stream(StreamItem),
     BreakerPolled(BreakerInfo),
+    /// The gateway's banks (`/admin/banks`).
+    BanksPolled(Vec<BankView>),
     ChaosPolled {
         config: ChaosConfig,
         stats: ChaosStats,
@@ -157,10 +160,14 @@ impl HoldTally {
 pub enum Command {
     ApplyPreset(&'static str),
     PatchChaos(Value),
-    SetBreaker(&'static str),
+    /// Force a breaker: the selected bank's (by name) when the gateway has several, else the
+    /// gateway's (the primary's).
+    SetBreaker(&'static str, Option<String>),
     Traffic(TrafficSettings),
     /// Write this CSV text to a file.
     ExportCsv(String),
+    /// Tune this bank's chaos from now on (its URL).
+    SelectBank(String),
 }
 
 /// One row of the transactions table.
@@ -271,6 +278,10 @@ pub struct Model {
     pub holds: HoldTally,
     /// Webhook delivery health per endpoint, as the gateway last reported it.
     pub webhooks: Vec<EndpointHealth>,
+    /// The gateway's banks, in priority order, as last polled.
+    pub banks: Vec<BankView>,
+    /// The bank the chaos keys tune (an index into `banks`; the primary at first).
+    pub chaos_bank: usize,
     /// Whether the traffic generator can run (it needs a merchant API key).
     pub traffic_available: bool,
     pub missed_events: u64,
@@ -281,6 +292,11 @@ pub struct Model {
 }
 
 impl Model {
+    /// The bank the keys steer, by name, when the gateway has several.
+    pub fn selected_bank(&self) -> Option<String> {
+        (self.banks.len() > 1).then(|| self.banks.get(self.chaos_bank).map(|b| b.name.clone())).flatten()
+    }
+
     pub fn new(now: DateTime<Utc>, traffic_available: bool) -> Self {
         Self {
             now,
@@ -302,6 +318,8 @@ impl Model {
             traffic_report: TrafficReport::default(),
             holds: HoldTally::default(),
             webhooks: Vec::new(),
+            banks: Vec::new(),
+            chaos_bank: 0,
             traffic_available,
             missed_events: 0,
             paused: false,
@@ -391,6 +409,13 @@ pub fn update(model: &mut Model, msg: Msg) -> Vec<Command> {
         _ if model.paused => Vec::new(),
         Msg::BreakerPolled(breaker) => {
             model.set_breaker(breaker);
+            Vec::new()
+        }
+        Msg::BanksPolled(banks) => {
+            model.banks = banks;
+            if model.chaos_bank >= model.banks.len() {
+                model.chaos_bank = 0;
+            }
             Vec::new()
         }
         Msg::ChaosPolled { config, stats } => {
@@ -521,9 +546,16 @@ fn on_key(model: &mut Model, key: KeyEvent) -> Vec<Command> {
             let outage = model.chaos().outage;
             vec![Command::PatchChaos(json!({ "outage": !outage }))]
         }
-        KeyCode::Char('b') => vec![Command::SetBreaker("forced_open")],
-        KeyCode::Char('c') => vec![Command::SetBreaker("forced_closed")],
-        KeyCode::Char('a') => vec![Command::SetBreaker("auto")],
+        KeyCode::Char('n') if model.banks.len() > 1 => {
+            model.chaos_bank = (model.chaos_bank + 1) % model.banks.len();
+            let bank = &model.banks[model.chaos_bank];
+            model.notice = Some(format!("chaos keys now tune the bank `{}`", bank.name));
+            model.chaos = None;
+            vec![Command::SelectBank(bank.url.clone())]
+        }
+        KeyCode::Char('b') => vec![Command::SetBreaker("forced_open", model.selected_bank())],
+        KeyCode::Char('c') => vec![Command::SetBreaker("forced_closed", model.selected_bank())],
+        KeyCode::Char('a') => vec![Command::SetBreaker("auto", model.selected_bank())],
         KeyCode::Char('t') if model.traffic_available => {
             traffic.running = !traffic.running;
             vec![Command::Traffic(traffic)]
@@ -635,9 +667,9 @@ mod tests {
     #[test]
     fn b_c_a_set_the_breaker() {
         let mut m = model();
-        assert_eq!(char(&mut m, 'b'), vec![Command::SetBreaker("forced_open")]);
-        assert_eq!(char(&mut m, 'c'), vec![Command::SetBreaker("forced_closed")]);
-        assert_eq!(char(&mut m, 'a'), vec![Command::SetBreaker("auto")]);
+        assert_eq!(char(&mut m, 'b'), vec![Command::SetBreaker("forced_open", None)]);
+        assert_eq!(char(&mut m, 'c'), vec![Command::SetBreaker("forced_closed", None)]);
+        assert_eq!(char(&mut m, 'a'), vec![Command::SetBreaker("auto", None)]);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct Dashboard {
     http: reqwest::Client,
     config: Arc<Config>,
     traffic: watch::Sender<TrafficSettings>,
+    /// The bank whose chaos is shown and tuned.
+    chaos_bank: watch::Sender<String>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -44,13 +46,15 @@ impl Dashboard {
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build().unwrap_or_default();
         let model = Model::new(chrono::Utc::now(), config.api_key.is_some());
         let (traffic, settings) = watch::channel(model.traffic);
+        let (chaos_bank, bank) = watch::channel(config.bank.clone());
         let tasks = vec![
             tokio::spawn(stream_feed(http.clone(), Arc::clone(&config), sender.clone())),
             tokio::spawn(breaker_feed(http.clone(), Arc::clone(&config), sender.clone())),
-            tokio::spawn(bank_feed(http.clone(), Arc::clone(&config), sender.clone())),
+            tokio::spawn(banks_feed(http.clone(), Arc::clone(&config), sender.clone())),
+            tokio::spawn(bank_feed(http.clone(), bank, sender.clone())),
             tokio::spawn(traffic_generator(http.clone(), Arc::clone(&config), settings, sender.clone())),
         ];
-        Self { model, messages, sender, http, config, traffic, tasks }
+        Self { model, messages, sender, http, config, traffic, chaos_bank, tasks }
     }
 
     /// A sender for inputs from elsewhere (the keyboard).
@@ -88,13 +92,17 @@ impl Dashboard {
 
     fn execute(&self, command: Command) {
         let (http, config, sender) = (self.http.clone(), Arc::clone(&self.config), self.sender.clone());
+        let bank = self.chaos_bank.borrow().clone();
         match command {
+            Command::SelectBank(url) => {
+                let _ = self.chaos_bank.send(url);
+            }
             Command::Traffic(settings) => {
                 let _ = self.traffic.send(settings);
             }
             Command::ApplyPreset(name) => {
                 tokio::spawn(async move {
-                    let url = format!("{}/chaos/presets/{name}", config.bank);
+                    let url = format!("{bank}/chaos/presets/{name}");
                     let notice = match http.post(url).send().await {
                         Ok(r) if r.status().is_success() => format!("bank chaos preset: {name}"),
                         Ok(r) => format!("preset {name} refused: {}", r.status()),
@@ -105,7 +113,7 @@ impl Dashboard {
             }
             Command::PatchChaos(patch) => {
                 tokio::spawn(async move {
-                    let notice = match http.patch(format!("{}/chaos", config.bank)).json(&patch).send().await {
+                    let notice = match http.patch(format!("{bank}/chaos")).json(&patch).send().await {
                         Ok(r) if r.status().is_success() => match r.json::<ChaosConfig>().await {
                             Ok(chaos) => format!("bank chaos: {}", crate::view::chaos_summary(&chaos)),
                             Err(_) => "bank chaos changed".to_owned(),
@@ -116,18 +124,25 @@ impl Dashboard {
                     let _ = sender.send(Msg::Notice(notice)).await;
                 });
             }
-            Command::SetBreaker(state) => {
+            Command::SetBreaker(state, bank) => {
                 tokio::spawn(async move {
+                    let path = match &bank {
+                        Some(name) => format!("/admin/banks/{name}/breaker"),
+                        None => "/admin/breaker".to_owned(),
+                    };
                     let request = http
-                        .put(format!("{}/admin/breaker", config.api))
+                        .put(format!("{}{path}", config.api))
                         .bearer_auth(&config.admin_key)
                         .json(&json!({ "state": state }));
+                    let whose = bank.map(|name| format!("{name}'s ")).unwrap_or_default();
                     let notice = match request.send().await {
                         Ok(r) if r.status().is_success() => {
-                            if let Ok(breaker) = r.json::<BreakerInfo>().await {
+                            if let Ok(breaker) = r.json::<BreakerInfo>().await
+                                && whose.is_empty()
+                            {
                                 let _ = sender.send(Msg::BreakerPolled(breaker)).await;
                             }
-                            format!("breaker set to {state}")
+                            format!("{whose}breaker set to {state}")
                         }
                         Ok(r) => format!("breaker change refused: {}", r.status()),
                         Err(e) => format!("gateway unreachable: {e}"),
@@ -222,12 +237,33 @@ async fn breaker_feed(http: reqwest::Client, config: Arc<Config>, sender: mpsc::
     }
 }
 
-/// Polls the bank's `/chaos` and `/chaos/stats` every second.
-async fn bank_feed(http: reqwest::Client, config: Arc<Config>, sender: mpsc::Sender<Msg>) {
+/// Polls `/admin/banks` every second (a gateway without it is left alone: one bank).
+async fn banks_feed(http: reqwest::Client, config: Arc<Config>, sender: mpsc::Sender<Msg>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let get = |path: &str| http.get(format!("{}{path}", config.bank)).timeout(Duration::from_secs(2)).send();
+        let polled = http
+            .get(format!("{}/admin/banks", config.api))
+            .bearer_auth(&config.admin_key)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if let Ok(response) = polled.and_then(reqwest::Response::error_for_status)
+            && let Ok(banks) = response.json::<Vec<crate::model::BankView>>().await
+            && sender.send(Msg::BanksPolled(banks)).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Polls the selected bank's `/chaos` and `/chaos/stats` every second.
+async fn bank_feed(http: reqwest::Client, bank: watch::Receiver<String>, sender: mpsc::Sender<Msg>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let base = bank.borrow().clone();
+        let get = |path: &str| http.get(format!("{base}{path}")).timeout(Duration::from_secs(2)).send();
         let polled = async {
             let config = get("/chaos").await?.error_for_status()?.json::<ChaosConfig>().await?;
             let stats = get("/chaos/stats").await?.error_for_status()?.json::<ChaosStats>().await?;

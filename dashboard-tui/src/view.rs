@@ -70,7 +70,36 @@ fn percent(rate: f64) -> String {
     format!("{:.0}%", rate * 100.0)
 }
 
+/// With several banks: a tile per bank (its breaker, failure rate, routing share and approval
+/// rate), the one whose chaos the keys tune marked.
+fn draw_banks(model: &Model, frame: &mut Frame, area: Rect) {
+    let mut lines = Vec::new();
+    for (i, bank) in model.banks.iter().enumerate() {
+        let state = bank.breaker.state;
+        let color = state_color(state);
+        let marker = if i == model.chaos_bank { "▶" } else { " " };
+        lines.push(Line::from(vec![
+            Span::raw(format!("{marker}{:<9} ", bank.name.chars().take(9).collect::<String>())),
+            Span::styled(
+                format!(" {:<11} ", state.as_str().to_uppercase().replace('_', " ")),
+                Style::new().fg(Color::Black).bg(color).add_modifier(Modifier::BOLD),
+            ),
+        ]));
+        lines.push(Line::from(format!(
+            "  fail {} · share {} · ok {}",
+            percent(bank.breaker.failure_rate),
+            percent(bank.share),
+            percent(bank.success_rate)
+        )));
+    }
+    let block = Block::bordered().title(" Circuit breakers, per bank ");
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
 fn draw_breaker(model: &Model, frame: &mut Frame, area: Rect) {
+    if model.banks.len() > 1 {
+        return draw_banks(model, frame, area);
+    }
     let block = Block::bordered().title(" Circuit breaker ");
     let Some(breaker) = &model.breaker else {
         frame.render_widget(Paragraph::new("waiting for the gateway…").block(block), area);
@@ -114,7 +143,11 @@ fn draw_breaker(model: &Model, frame: &mut Frame, area: Rect) {
 }
 
 fn draw_chaos(model: &Model, frame: &mut Frame, area: Rect) {
-    let block = Block::bordered().title(" Bank chaos ");
+    let title = match model.banks.get(model.chaos_bank).filter(|_| model.banks.len() > 1) {
+        Some(bank) => format!(" Bank chaos: {} (n: next bank) ", bank.name),
+        None => " Bank chaos ".to_owned(),
+    };
+    let block = Block::bordered().title(title);
     let Some(chaos) = &model.chaos else {
         frame.render_widget(Paragraph::new("waiting for the bank…").block(block), area);
         return;
@@ -291,10 +324,13 @@ fn draw_latency_and_transitions(model: &Model, frame: &mut Frame, area: Rect) {
             _ => Color::Red,
         };
         let host = endpoint.url.split("://").nth(1).unwrap_or(&endpoint.url);
-        let url: String = host.chars().take(22).collect();
-        let last: String = endpoint.last_result.as_deref().unwrap_or("-").chars().take(10).collect();
+        let url: String = host.chars().take(20).collect();
+        let last: String = endpoint.last_result.as_deref().unwrap_or("-").chars().take(8).collect();
         lines.push(Line::from(vec![
-            Span::styled(format!("{:<9}", endpoint.breaker), Style::new().fg(breaker).bold()),
+            Span::styled(
+                format!("{:<7}", endpoint.breaker.replace("half_open", "half")),
+                Style::new().fg(breaker).bold(),
+            ),
             Span::raw(format!(" {url} ")),
             Span::styled(format!("✔{}", endpoint.delivered), Style::new().fg(Color::Green)),
             Span::styled(format!(" ↻{}", endpoint.retrying), Style::new().fg(Color::Yellow)),
@@ -319,7 +355,8 @@ fn draw_latency_and_transitions(model: &Model, frame: &mut Frame, area: Rect) {
 fn draw_transactions(model: &Model, frame: &mut Frame, area: Rect) {
     let header = Row::new(["time", "payment", "amount", "status", "tries", "ms"]).style(Style::new().bold());
     let rows = model.transactions.iter().map(|t| {
-        let short_id = t.id.get(4..12).unwrap_or(&t.id);
+        // The last eight characters: ids are UUID v7s, whose first ones are the (shared) time.
+        let short_id = t.id.get(t.id.len().saturating_sub(8)..).unwrap_or(&t.id);
         Row::new([
             Cell::from(t.at.format("%H:%M:%S").to_string()),
             Cell::from(short_id.to_owned()),

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use dashboard_tui::model::{
-    BreakerInfo, BreakerState, EndpointHealth, Latency, Link, LogEvent, Model, Msg, PaymentEvent, PaymentStatus, Stats,
-    StreamItem, Transition, update,
+    BankView, BreakerInfo, BreakerState, EndpointHealth, Latency, Link, LogEvent, Model, Msg, PaymentEvent,
+    PaymentStatus, Stats, StreamItem, Transition, update,
 };
 use dashboard_tui::view::view;
 use ratatui::Terminal;
@@ -234,4 +234,41 @@ fn webhook_delivery_health_per_endpoint() {
     let start = line.find("open").expect("its breaker's state");
     let column = line[..start].chars().count() as u16;
     assert_eq!(buffer[(column, row)].fg, Color::Red, "an open breaker is drawn red");
+}
+
+#[test]
+fn a_breaker_tile_per_bank_and_the_bank_the_chaos_keys_tune() {
+    let mut model = busy_model();
+    let bank = |name: &str, url: &str, state: BreakerState, failure_rate, share, success_rate| BankView {
+        name: name.into(),
+        url: url.into(),
+        breaker: BreakerInfo { state, failure_rate, ..BreakerInfo::default() },
+        success_rate,
+        share,
+        currencies: None,
+    };
+    update(
+        &mut model,
+        Msg::BanksPolled(vec![
+            bank("primary", "http://127.0.0.1:8081", BreakerState::Open, 0.62, 0.35, 0.41),
+            bank("backup", "http://127.0.0.1:8082", BreakerState::Closed, 0.02, 0.65, 0.97),
+        ]),
+    );
+    let commands = update(&mut model, Msg::Key(KeyEvent::from(KeyCode::Char('n'))));
+    assert_eq!(commands, vec![dashboard_tui::model::Command::SelectBank("http://127.0.0.1:8082".into())]);
+    let commands = update(&mut model, Msg::Key(KeyEvent::from(KeyCode::Char('b'))));
+    assert_eq!(
+        commands,
+        vec![dashboard_tui::model::Command::SetBreaker("forced_open", Some("backup".into()))],
+        "the breaker keys steer the selected bank"
+    );
+    model.notice = None;
+    let terminal = render(&model);
+    insta::assert_snapshot!(terminal.backend());
+    let buffer = terminal.backend().buffer();
+    let text: String = (0..buffer.area.height)
+        .map(|y| (0..buffer.area.width).map(|x| buffer[(x, y)].symbol()).collect::<String>() + "\n")
+        .collect();
+    assert!(text.contains("Bank chaos: backup (n: next bank)"), "{text}");
+    assert!(text.contains("▶backup"), "the tuned bank is marked");
 }

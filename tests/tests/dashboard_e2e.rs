@@ -82,3 +82,38 @@ async fn a_bank_that_goes_away_is_shown_and_reconnected() {
     let _back = TestBank::start_at(addr, BankConfig::default()).await;
     assert!(dashboard.run_until(Duration::from_secs(10), |m| m.bank == Link::Up).await, "and it reconnects by itself");
 }
+
+/// With two banks: a tile per bank, `n` moves the chaos keys to the backup, and an outage there
+/// trips the backup's breaker only.
+#[tokio::test]
+async fn with_two_banks_the_keys_steer_the_selected_bank() {
+    let (primary, backup) = (TestBank::start().await, TestBank::start().await);
+    let mut config = TestGateway::config(&primary.url, "memory");
+    config.banks = vec![
+        payment_api::config::BankSpec { name: "primary".into(), url: primary.url.clone() },
+        payment_api::config::BankSpec { name: "backup".into(), url: backup.url.clone() },
+    ];
+    let gateway = TestGateway::start(config).await;
+    let mut dashboard = Dashboard::start(Config {
+        api: gateway.url.clone(),
+        bank: primary.url.clone(),
+        admin_key: ADMIN_KEY.into(),
+        api_key: Some(MERCHANT_A.1.into()),
+        export_dir: std::env::temp_dir(),
+    });
+    assert!(dashboard.run_until(Duration::from_secs(10), |m| m.banks.len() == 2 && m.chaos.is_some()).await);
+    key(&mut dashboard, 'n'); // tune the backup
+    key(&mut dashboard, 'b'); // and force its breaker open
+    let steered = dashboard
+        .run_until(Duration::from_secs(10), |m| {
+            m.banks.iter().any(|b| b.name == "backup" && b.breaker.state == "forced_open")
+        })
+        .await;
+    assert!(steered, "{:?}", dashboard.model.banks);
+    key(&mut dashboard, '6'); // the outage preset, at the backup
+    let shown = dashboard.run_until(Duration::from_secs(10), |m| m.chaos.as_ref().is_some_and(|c| c.outage)).await;
+    assert!(shown);
+    assert_eq!(backup.get_json("/chaos").await["outage"], true);
+    assert_eq!(primary.get_json("/chaos").await["outage"], false, "the primary is untouched");
+    assert_eq!(dashboard.model.banks[0].breaker.state, "closed");
+}
