@@ -108,23 +108,7 @@ async fn every_order_ends_confirmed_and_captured_or_cancelled_with_nothing_kept(
 
     // The gateway's view of each order's payment, and the bank's.
     bank.client.post(bank.at("/chaos/presets/healthy")).send().await.unwrap();
-    let payments: Value = {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let mut url = format!("{}/v1/payments?limit=100", gateway.url);
-            if let Some(after) = &after {
-                url.push_str(&format!("&starting_after={after}"));
-            }
-            let page: Value = client.get(url).bearer_auth(MERCHANT_A.1).send().await.unwrap().json().await.unwrap();
-            let data = page["data"].as_array().unwrap().clone();
-            after = data.last().and_then(|p| p["id"].as_str()).map(str::to_owned);
-            all.extend(data);
-            if !page["has_more"].as_bool().unwrap() {
-                break Value::Array(all);
-            }
-        }
-    };
+    let payments = Value::Array(tests::soak::all_payments(&client, &gateway.url, MERCHANT_A.1).await.unwrap());
     let mut by_order: HashMap<String, Vec<&Value>> = HashMap::new();
     for payment in payments.as_array().unwrap() {
         by_order.entry(payment["order_id"].as_str().unwrap().to_owned()).or_default().push(payment);
