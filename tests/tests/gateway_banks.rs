@@ -239,3 +239,57 @@ async fn success_rate_routing_moves_traffic_away_from_a_degraded_bank_and_back()
     assert!(recovered > 0.8, "the primary won its place back: {recovered}");
     assert!(charged_keys(&primary).await.is_disjoint(&charged_keys(&backup).await), "no key charged at both banks");
 }
+
+/// The store fails while a charge is at a bank that will turn out to have done nothing: the move to
+/// the next bank cannot be recorded, so the next bank is not asked, and the client is answered
+/// 503. Its retries, once the store and the bank are back, settle the payment once, at one bank.
+#[tokio::test]
+async fn a_store_failure_at_the_failover_charges_nothing_and_the_retries_charge_once() {
+    let Some(mut redis) = tests::RedisServer::start_persistent("store_failure_at_the_failover").await else { return };
+    let (primary, backup) = (TestBank::start().await, TestBank::start().await);
+    // The primary throttles every charge (it surely does nothing), slowly: time to take the store
+    // away meanwhile.
+    primary
+        .patch_chaos(json!({"throttle_rate": 1.0, "retry_after_s": 0, "latency": {"base_ms": 600, "jitter_ms": 0}}))
+        .await;
+    let mut config = two_banks(&primary, &backup);
+    config.store_url = redis.url();
+    config.attempt_timeout_ms = 2_000;
+    config.deadline_ms = 4_000;
+    config.lease_ms = 6_500;
+    let gateway = TestGateway::start(config).await;
+    let body = payment_body(4_200, APPROVE, "sf");
+    let paying = {
+        let (client, url, body) = (gateway.client.clone(), gateway.at("/v1/payments"), body.clone());
+        tokio::spawn(async move {
+            client.post(url).bearer_auth(tests::MERCHANT_A.1).header("Idempotency-Key", "sf-1").json(&body).send().await
+        })
+    };
+    wait_for("the charge to reach the primary", Duration::from_secs(10), || async {
+        (primary.stats().await["requests"].as_u64().unwrap() >= 1).then_some(())
+    })
+    .await;
+    redis.kill();
+    let answer = paying.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 503, "nothing could be recorded");
+    let problem: Value = answer.json().await.unwrap();
+    // `store_unavailable` when the store failed at the move itself; `outcome_unknown` when it
+    // failed while the primary's outcome was still being settled. Never a success.
+    assert!(matches!(problem["code"].as_str(), Some("store_unavailable" | "outcome_unknown")), "{problem}");
+    assert_eq!(backup.stats().await["requests"], 0, "the backup was not asked");
+
+    redis.restart().await;
+    // The move was never recorded: the payment is still the primary's, and a takeover cannot
+    // prove the dead request's attempts did nothing while the primary answers no inquiry. It
+    // stays there, unknown (202), until the primary answers again; then it settles once.
+    primary.patch_chaos(json!({"throttle_rate": 0.0, "latency": {"base_ms": 0}})).await;
+    let settled = wait_for("the retry to settle", Duration::from_secs(30), || async {
+        let response = gateway.pay("sf-1", &body).await;
+        (response.status() == 201).then_some(())?;
+        response.json::<Value>().await.ok()
+    })
+    .await;
+    assert_eq!(settled["status"], "succeeded");
+    let (at_primary, at_backup) = (charged_keys(&primary).await, charged_keys(&backup).await);
+    assert_eq!(at_primary.len() + at_backup.len(), 1, "charged once, at one bank: {settled}");
+}
