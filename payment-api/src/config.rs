@@ -112,6 +112,13 @@ pub struct Config {
     #[arg(long, env = "WEBHOOK_LEASE_MS", default_value_t = 30_000)]
     pub webhook_lease_ms: u64,
 
+    /// How long an endpoint's circuit breaker stays open at first (ms); it doubles while probes
+    /// fail, up to 120 times this. Open, it spares the endpoint calls (each refused one counts
+    /// as a failed attempt of the delivery's schedule).
+    #[arg(long, env = "WEBHOOK_BREAKER_OPEN_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub webhook_breaker_open_ms: u64,
+
     /// How many webhook deliveries one instance sends at once.
     #[arg(long, env = "WEBHOOK_MAX_IN_FLIGHT", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]

@@ -22,6 +22,7 @@ fn config(bank: &TestBank, store: &str) -> Config {
     config.webhook_retry_schedule_s = Schedule::parse("0.05,0.1,0.1").unwrap();
     config.webhook_timeout_ms = 300;
     config.webhook_lease_ms = 1_500;
+    config.webhook_breaker_open_ms = 300;
     config
 }
 
@@ -475,6 +476,8 @@ mod crash {
         "400",
         "--webhook-lease-ms",
         "1500",
+        "--webhook-breaker-open-ms",
+        "300",
     ];
 
     async fn start(bank: &TestBank, store: &str) -> GatewayProcess {

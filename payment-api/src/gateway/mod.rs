@@ -129,6 +129,7 @@ impl Gateway {
             lease: Duration::from_millis(config.webhook_lease_ms),
             allow_private: config.webhook_allow_private,
             max_in_flight: config.webhook_max_in_flight as usize,
+            breaker_open: Duration::from_millis(config.webhook_breaker_open_ms),
         };
         let dispatcher = Arc::new(Dispatcher::new(store.clone(), dispatch, instance.clone())?);
         Ok(Self {

@@ -178,15 +178,6 @@ impl Delivery {
         next
     }
 
-    /// Tried no sooner than `until`, if it is still to be tried.
-    pub fn not_before(mut self, until: DateTime<Utc>) -> Delivery {
-        if self.status == DeliveryStatus::Pending && self.next_attempt_at.is_some_and(|next| next < until) {
-            self.next_attempt_at = Some(until);
-            self.due_ms = Some(until.timestamp_millis());
-        }
-        self
-    }
-
     /// Put off without an attempt (the endpoint's breaker is open, or it has too many in flight).
     pub fn put_off(&self, until: DateTime<Utc>) -> Delivery {
         let mut next = self.clone();
@@ -322,7 +313,6 @@ mod tests {
         let late = delivered.after(attempt(Some(500)), &schedule);
         assert_eq!((late.status, late.due_ms, late.attempts.len()), (DeliveryStatus::Delivered, None, 2));
         assert_eq!(delivered.put_off(Utc::now()).due_ms, None);
-        assert_eq!(delivered.clone().not_before(Utc::now()).due_ms, None);
         let failed = Delivery::new("evt_1", "we_1", "m", Utc::now()).abandon();
         assert_eq!(failed.after(attempt(None), &schedule).due_ms, None, "a failed one stays failed");
         assert_eq!(

@@ -41,6 +41,8 @@ pub struct DispatchSettings {
     pub lease: Duration,
     pub allow_private: bool,
     pub max_in_flight: usize,
+    /// How long an endpoint's breaker stays open at first.
+    pub breaker_open: Duration,
 }
 
 /// What one endpoint's deliveries from this instance came to, and its breaker.
@@ -66,18 +68,19 @@ pub struct Dispatcher {
     sending: Arc<Semaphore>,
 }
 
-/// The breaker each endpoint gets: open after half of at least 5 recent attempts failed, for 5 s
-/// at first, doubling with each failed probe up to 10 minutes; one probe at a time.
-fn endpoint_breaker(timeout: Duration) -> Breaker {
+/// The breaker each endpoint gets: open after half of at least 5 recent attempts failed, for
+/// `open` at first (`WEBHOOK_BREAKER_OPEN_MS`, 5 s), doubling with each failed probe up to 120
+/// times that; one probe at a time.
+fn endpoint_breaker(timeout: Duration, open: Duration) -> Breaker {
     let config = BreakerConfig {
         window_size: 20,
         minimum_calls: 5,
         failure_rate_threshold: 0.5,
         slow_call_rate_threshold: 1.0,
         slow_call_duration: timeout,
-        open_duration: Duration::from_secs(5),
+        open_duration: open,
         open_duration_multiplier: 2.0,
-        max_open_duration: Duration::from_secs(600),
+        max_open_duration: open * 120,
         half_open_probes: 1,
     };
     Breaker::new(config).unwrap_or_else(|_| Breaker::new(BreakerConfig::default()).unwrap_or_else(|e| panic!("{e}")))
@@ -154,7 +157,7 @@ impl Dispatcher {
         let state = states.entry(endpoint.id.clone()).or_insert_with(|| {
             Arc::new(EndpointState {
                 url: endpoint.url.clone(),
-                breaker: endpoint_breaker(self.settings.timeout),
+                breaker: endpoint_breaker(self.settings.timeout, self.settings.breaker_open),
                 in_flight: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
                 retrying: AtomicU64::new(0),
@@ -184,12 +187,10 @@ impl Dispatcher {
         let state = self.endpoint_state(&endpoint);
         let permit = match state.breaker.permit() {
             Ok(permit) => permit,
-            Err(rejected) => {
-                // Not sent, and counted as a failed attempt: a delivery to an endpoint that stays
-                // down follows its schedule to the end, and is tried again no sooner than the
-                // breaker lets a call through.
-                let wait = rejected.retry_after.unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(100));
-                let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+            Err(_) => {
+                // Not sent, and counted as a failed attempt: the schedule alone bounds a
+                // delivery's life (an endpoint that stays down fails its deliveries on time), and
+                // the breaker only spares the calls meanwhile.
                 let attempt = Attempt {
                     at: Utc::now(),
                     status_code: None,
@@ -198,8 +199,7 @@ impl Dispatcher {
                 };
                 let schedule = self.settings.schedule.clone();
                 *state.last_result.lock().unwrap_or_else(|p| p.into_inner()) = attempt.error.clone();
-                let written =
-                    self.save(delivery, |current| current.after(attempt.clone(), &schedule).not_before(until)).await;
+                let written = self.save(delivery, |current| current.after(attempt.clone(), &schedule)).await;
                 self.count(&state, written.as_ref());
                 return;
             }
