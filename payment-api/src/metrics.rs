@@ -166,6 +166,8 @@ pub struct Metrics {
     pub idempotency_conflicts: LabeledCounter,
     /// Charges moved on to the next bank, by from and to.
     pub failovers: LabeledCounter,
+    /// Webhook delivery attempts by what came of the delivery: delivered, retrying, failed.
+    pub webhook_attempts: LabeledCounter,
     pub rate_limited: LabeledCounter,
     pub reconciled: LabeledCounter,
     pub reconciler_backlog: AtomicU64,
@@ -298,6 +300,13 @@ impl Metrics {
             "Charges moved on to the next bank (the one before surely did nothing, or soft-declined).",
         );
         self.failovers.render(&mut out, "gateway_bank_failovers_total");
+        section(
+            &mut out,
+            "gateway_webhook_attempts_total",
+            "counter",
+            "Webhook delivery attempts, by what came of the delivery (delivered, retrying, failed).",
+        );
+        self.webhook_attempts.render(&mut out, "gateway_webhook_attempts_total");
         section(
             &mut out,
             "gateway_idempotency_conflicts_total",

@@ -182,6 +182,8 @@ async fn every_event_reaches_its_endpoints_signed(store: &str) {
         assert!(delivery["next_attempt_at"].is_null());
     }
     assert!(data.iter().any(|d| d["endpoint_id"] == all_id.as_str()));
+    let metrics = gateway.client.get(gateway.at("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("gateway_webhook_attempts_total{result=\"delivered\"}"), "{metrics}");
 
     // Another merchant's event does not exist for merchant B.
     let other = gateway.get_as(MERCHANT_B.1, &format!("/v1/events/{succeeded_id}")).await;

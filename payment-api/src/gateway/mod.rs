@@ -131,7 +131,7 @@ impl Gateway {
             max_in_flight: config.webhook_max_in_flight as usize,
             breaker_open: Duration::from_millis(config.webhook_breaker_open_ms),
         };
-        let dispatcher = Arc::new(Dispatcher::new(store.clone(), dispatch, instance.clone())?);
+        let dispatcher = Arc::new(Dispatcher::new(store.clone(), dispatch, instance.clone(), Arc::clone(&metrics))?);
         Ok(Self {
             store,
             router: Router::new(config)?,

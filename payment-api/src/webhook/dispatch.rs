@@ -66,6 +66,7 @@ pub struct Dispatcher {
     consumer: String,
     endpoints: Mutex<HashMap<String, Arc<EndpointState>>>,
     sending: Arc<Semaphore>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The breaker each endpoint gets: open after half of at least 5 recent attempts failed, for
@@ -87,7 +88,12 @@ fn endpoint_breaker(timeout: Duration, open: Duration) -> Breaker {
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, settings: DispatchSettings, consumer: String) -> anyhow::Result<Self> {
+    pub fn new(
+        store: Store,
+        settings: DispatchSettings,
+        consumer: String,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> anyhow::Result<Self> {
         let mut client = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
@@ -100,7 +106,15 @@ impl Dispatcher {
             client = client.dns_resolver(resolver);
         }
         let sending = Arc::new(Semaphore::new(settings.max_in_flight));
-        Ok(Self { store, client: client.build()?, settings, consumer, endpoints: Mutex::new(HashMap::new()), sending })
+        Ok(Self {
+            store,
+            client: client.build()?,
+            settings,
+            consumer,
+            endpoints: Mutex::new(HashMap::new()),
+            sending,
+            metrics,
+        })
     }
 
     pub fn settings(&self) -> &DispatchSettings {
@@ -243,12 +257,13 @@ impl Dispatcher {
     /// Counts what a written attempt came to.
     fn count(&self, state: &EndpointState, written: Option<&Delivery>) {
         let Some(written) = written else { return };
-        let counter = match written.status {
-            DeliveryStatus::Delivered => &state.delivered,
-            DeliveryStatus::Pending => &state.retrying,
-            DeliveryStatus::Failed => &state.failed,
+        let (counter, result) = match written.status {
+            DeliveryStatus::Delivered => (&state.delivered, "delivered"),
+            DeliveryStatus::Pending => (&state.retrying, "retrying"),
+            DeliveryStatus::Failed => (&state.failed, "failed"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.metrics.webhook_attempts.inc(format!("result=\"{result}\""));
         if written.status == DeliveryStatus::Failed {
             warn!(event_id = %written.event_id, endpoint_id = %written.endpoint_id, attempts = written.attempts.len(), "webhook delivery failed for good");
         }
