@@ -144,10 +144,20 @@ impl Gateway {
             Subject::Payment => self.store.record(&answering.key).await?,
             Subject::Refund(_) | Subject::Capture(_) | Subject::Cancel(_) => None,
         };
-        let ghost_of = holder.filter(|record| {
+        let holder = holder.filter(|record| {
             let holder_key = bank_key(&payment.merchant_id, &payment.idempotency_key, &record.fingerprint);
             record.resource_id != payment.id && holder_key == payment.bank_key()
         });
+        // The same bank key names the same charge only at the same bank: a holder at another bank
+        // has a charge of its own, and this payment keeps its own too.
+        let ghost_of = match holder {
+            Some(record) => {
+                let holder_bank = self.store.get_payment(&record.resource_id).await?.map(|p| p.acquirer);
+                let same_bank = holder_bank.is_none_or(|bank| bank == payment.acquirer);
+                same_bank.then_some(record)
+            }
+            None => None,
+        };
         if let Some(holder) = ghost_of {
             let reason = format!(
                 "superseded by payment {} (the same request, retried after this one's record was lost)",

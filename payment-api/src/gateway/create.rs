@@ -95,7 +95,7 @@ pub(super) fn not_done(operation: Operation, why: &NotDone) -> PaymentError {
     match why {
         NotDone::CircuitOpen(rejected) => PaymentError::CircuitOpen { operation, retry_after: rejected.retry_after },
         NotDone::Overloaded => PaymentError::Overloaded { operation },
-        NotDone::BankUnavailable => PaymentError::BankUnavailable { operation },
+        NotDone::BankUnavailable | NotDone::NothingFound => PaymentError::BankUnavailable { operation },
     }
 }
 
@@ -172,7 +172,7 @@ impl Gateway {
             acquirer: Some(bank.name.clone()),
             attempted_acquirers: vec![bank.name.clone()],
         };
-        bank.count_routed();
+        let routed = Arc::clone(&bank);
         let admitted = Some((bank, admission));
         let owner = self.owner(request_id);
         let claim = ClaimRequest {
@@ -189,7 +189,10 @@ impl Gateway {
         tracing::Span::current().record("payment_id", payment.id.as_str());
         let attempt = Attempt { key: &key, fingerprint: &fingerprint, owner: &owner, request_id };
         match claimed {
-            Claim::Fresh => self.charge(payment, &request, &attempt, admitted, false).await,
+            Claim::Fresh => {
+                routed.count_routed();
+                self.charge(payment, &request, &attempt, admitted, false).await
+            }
             Claim::TakeOver { resource_id } => {
                 // The request that died may have charged: from here on a store failure is
                 // `outcome_unknown`, never "nothing was charged".
@@ -271,16 +274,30 @@ impl Gateway {
             let read = |reply: &BankReply| read_charge_reply(payment.capture, reply);
             let inquire = || async { Inquired::from(self.inquire_payment(&payment, attempt.request_id).await) };
             let settlement = self.settlement(report, inherited, read, inquire).await;
+            // The bank's own answers count toward its approval rate; a call its breaker or
+            // bulkhead refused, or an outcome not known, says nothing of it.
             match &settlement {
                 Settlement::Settle(outcome) => bank.record(outcome.approved),
-                Settlement::Rejected(_) | Settlement::NotDone(_) => bank.record(false),
-                Settlement::Inquire | Settlement::AwaitReconcile => {}
+                Settlement::Rejected(_) | Settlement::NotDone(NotDone::BankUnavailable) => bank.record(false),
+                _ => {}
             }
+            // With several banks, a charge the bank answered 5xx and then did not find on inquiry
+            // stays with it: it may still commit within its commit window, and a retry routed to
+            // another bank would charge the card there too. The reconciler settles it.
+            let settlement = match settlement {
+                Settlement::NotDone(NotDone::NothingFound) if self.router.all().len() > 1 => Settlement::AwaitReconcile,
+                other => other,
+            };
             if let Some(reason) = failover_reason(&settlement, &self.settings.decline_failover_codes) {
                 let candidates = self.router.candidates(&payment.currency);
                 if let Ok((next, admission)) = admit_first(&candidates, &payment.attempted_acquirers) {
-                    let change =
-                        Change::Failover { to: next.name.clone(), at: Utc::now(), lease: self.lease(), attempts };
+                    let change = Change::Failover {
+                        from: bank.name.clone(),
+                        to: next.name.clone(),
+                        at: Utc::now(),
+                        lease: self.lease(),
+                        attempts,
+                    };
                     // Recorded before the next bank is asked: a takeover or the reconciler asks it.
                     match self.timed("commit", self.commit_change(payment.clone(), &change, &RecordPlan::Keep)).await {
                         Ok(applied) => {
@@ -314,10 +331,15 @@ impl Gateway {
         attempt: &Attempt<'_>,
     ) -> Result<Answer, PaymentError> {
         let answer = RecordPlan::answer(attempt.key, Subject::Payment, Some(attempt.fingerprint));
+        // The answer is this bank's: it changes nothing if the payment has moved on meanwhile.
+        let at_bank = |change: Change| match &payment.acquirer {
+            Some(bank) => Change::AtBank { bank: bank.clone(), change: Box::new(change) },
+            None => change,
+        };
         let outcome = match settlement {
             // The request charged (or found its charge): it may revive the payment (`Change::Settle`).
             Settlement::Settle(outcome) => Outcome {
-                change: Change::Settle { outcome, attempts, revive: true },
+                change: at_bank(Change::Settle { outcome, attempts, revive: true }),
                 plan: answer,
                 refused: None,
                 may_have_acted: true,
@@ -327,7 +349,7 @@ impl Gateway {
                 let code = code.unwrap_or_else(|| "unknown".into());
                 let reason = format!("the bank rejected the charge ({}: {code})", status.unwrap_or(0));
                 Outcome {
-                    change: Change::Fail { reason, attempts },
+                    change: at_bank(Change::Fail { reason, attempts }),
                     plan: answer,
                     refused: None,
                     may_have_acted: false,
@@ -336,7 +358,7 @@ impl Gateway {
             Settlement::NotDone(why) => {
                 let error = not_done(Operation::Payment, &why);
                 Outcome {
-                    change: Change::Fail { reason: error.to_string(), attempts },
+                    change: at_bank(Change::Fail { reason: error.to_string(), attempts }),
                     plan: RecordPlan::answer_or_release(
                         attempt.key,
                         Subject::Payment,
@@ -348,7 +370,7 @@ impl Gateway {
                 }
             }
             Settlement::Inquire | Settlement::AwaitReconcile => Outcome {
-                change: Change::AwaitReconcile { at: Utc::now(), attempts },
+                change: at_bank(Change::AwaitReconcile { at: Utc::now(), attempts }),
                 plan: answer,
                 refused: None,
                 may_have_acted: true,
@@ -367,6 +389,8 @@ impl Gateway {
 /// known: a second bank could then charge the card twice).
 fn failover_reason(settlement: &Settlement<ChargeOutcome>, codes: &[String]) -> Option<String> {
     match settlement {
+        // Not after a 5xx the inquiry did not find: the bank may still commit it.
+        Settlement::NotDone(NotDone::NothingFound) => None,
         Settlement::NotDone(why) => Some(format!("{why:?}")),
         Settlement::Settle(outcome) if !outcome.approved => {
             outcome.decline_code.as_ref().filter(|code| codes.contains(code)).map(|code| format!("declined {code}"))

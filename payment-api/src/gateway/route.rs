@@ -156,7 +156,7 @@ impl Router {
                 // The best rate first; rates within the tolerance of the best keep the configured
                 // order among them.
                 let best = banks.iter().map(|a| a.success_rate()).fold(0.0, f64::max);
-                banks.sort_by_key(|a| a.success_rate() < best - RATE_TOLERANCE);
+                banks.sort_by_cached_key(|a| a.success_rate() < best - RATE_TOLERANCE);
                 if fastrand::f64() < EXPLORE {
                     let other = 1 + fastrand::usize(0..banks.len() - 1);
                     banks.swap(0, other);

@@ -24,9 +24,11 @@ pub enum NotDone {
     /// The breaker refused the call (or its retry): `retry_after` until it may let one through.
     CircuitOpen(Rejected),
     Overloaded,
-    /// Every attempt was refused or throttled, or the bank had no record although it answered
-    /// every attempt.
+    /// Every attempt was refused or throttled: the bank surely did nothing.
     BankUnavailable,
+    /// An attempt was answered 5xx (the bank may have acted), and the bank had no record of it
+    /// although it answered every attempt: nothing was charged as far as it knows now.
+    NothingFound,
 }
 
 /// A request the bank refused outright: its status and problem code, as far as it said.
@@ -97,7 +99,7 @@ pub fn settle<T: Clone>(reported: &Reported<T>, inquired: Option<&Inquired<T>>, 
         Reported::Failed { may_have_acted: true, unanswered, .. } => match inquired {
             None => Settlement::Inquire,
             Some(Inquired::Found(answer)) => Settlement::Settle(answer.clone()),
-            Some(Inquired::NotFound) if *unanswered == 0 => not_done(NotDone::BankUnavailable),
+            Some(Inquired::NotFound) if *unanswered == 0 => not_done(NotDone::NothingFound),
             Some(Inquired::NotFound | Inquired::Unknown) => Settlement::AwaitReconcile,
         },
     }
@@ -200,7 +202,7 @@ mod tests {
     #[test]
     fn nothing_found_after_every_attempt_was_answered_is_not_done() {
         let found = settle(&failed(true, 0), Some(&Inquired::NotFound), false);
-        assert_eq!(found, Settlement::NotDone(NotDone::BankUnavailable));
+        assert_eq!(found, Settlement::NotDone(NotDone::NothingFound));
     }
 
     #[test]

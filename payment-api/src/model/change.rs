@@ -37,10 +37,16 @@ pub enum Change {
     /// The gateway is about to send the charge (again): the commit window starts over, and the
     /// reconciler waits for the lease before looking.
     Resend { at: DateTime<Utc>, lease: chrono::Duration },
-    /// The charge moves on to bank `to` (the bank it was at surely did nothing, or declined in a
-    /// way another bank may not): recorded before `to` is asked, so that the reconciler and a
-    /// takeover ask `to`, and `to`'s commit window starts now.
-    Failover { to: String, at: DateTime<Utc>, lease: chrono::Duration, attempts: u32 },
+    /// The charge moves on from bank `from` to bank `to` (`from` surely did nothing, or declined in
+    /// a way another bank may not): recorded before `to` is asked, so that the reconciler and a
+    /// takeover ask `to`, and `to`'s commit window starts now. Refused unless the payment is still
+    /// at `from` and `to` was never tried: two requests moving one payment on (a takeover beside
+    /// the request it took over) can never send it to two banks.
+    Failover { from: String, to: String, at: DateTime<Utc>, lease: chrono::Duration, attempts: u32 },
+    /// `change`, from bank `bank`'s answer: applied only while the payment is at that bank. A late
+    /// answer from a bank the payment has left (a request or the reconciler that read it before it
+    /// moved on) changes nothing.
+    AtBank { bank: String, change: Box<Change> },
     /// The bank's answer, after `attempts` more attempts. A failed payment is settled only with
     /// `revive`: the charges of one client key share a bank key, so a charge found under it may be
     /// a newer payment's (made after this one failed and freed the key). A request that charged
@@ -121,8 +127,15 @@ impl Payment {
     /// The payment with `change` applied and its version bumped, or why a refund cannot be held.
     /// `now` stamps `updated_at` when something changed.
     pub fn apply(&self, change: &Change, now: DateTime<Utc>) -> Result<Payment, Refusal> {
+        if let Change::AtBank { bank, change } = change {
+            if self.acquirer.as_ref().is_some_and(|at| at != bank) {
+                return Ok(self.clone().bumped(self, now));
+            }
+            return self.apply(change, now);
+        }
         let mut next = self.clone();
         match change {
+            Change::AtBank { .. } => unreachable!("applied above"),
             Change::Resend { at, lease } => {
                 if self.is_settled() {
                     return Ok(next.bumped(self, now));
@@ -130,8 +143,9 @@ impl Payment {
                 next.last_attempt_at = Some(*at);
                 next.reconcile_after = Some(*at + *lease);
             }
-            Change::Failover { to, at, lease, attempts } => {
-                if self.status != PaymentStatus::Processing {
+            Change::Failover { from, to, at, lease, attempts } => {
+                let moved_on = self.acquirer.as_ref().is_some_and(|at| at != from);
+                if self.status != PaymentStatus::Processing || moved_on || self.attempted_acquirers.contains(to) {
                     return Err(Refusal::InvalidState(self.status));
                 }
                 next.attempts += attempts;
@@ -412,6 +426,38 @@ mod tests {
             "merchant_id": "m", "idempotency_key": "k", "reconcile_after": null
         }))
         .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_payment_moves_on_from_one_bank_once_and_a_left_bank_s_late_answer_changes_nothing() {
+        let now = chrono::Utc::now();
+        let at_a = Payment { acquirer: Some("a".into()), attempted_acquirers: vec!["a".into()], ..processing() };
+        let failover = |from: &str, to: &str| Change::Failover {
+            from: from.into(),
+            to: to.into(),
+            at: now,
+            lease: chrono::Duration::seconds(30),
+            attempts: 1,
+        };
+        let at_b = at_a.apply(&failover("a", "b"), now).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((at_b.acquirer.as_deref(), at_b.attempted_acquirers.len()), (Some("b"), 2));
+        // A takeover that read the payment at `a` cannot send it to a third bank.
+        assert!(at_b.apply(&failover("a", "c"), now).is_err());
+        assert!(at_b.apply(&failover("b", "a"), now).is_err(), "never back to a bank tried");
+        let declined = ChargeOutcome {
+            id: "ch_a".into(),
+            approved: false,
+            decline_code: Some("processing_error".into()),
+            closed: None,
+        };
+        let late = Change::AtBank {
+            bank: "a".into(),
+            change: Box::new(Change::Settle { outcome: declined, attempts: 0, revive: true }),
+        };
+        let unchanged = at_b.apply(&late, now).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(unchanged.status, PaymentStatus::Processing, "a's late decline does not settle the payment b holds");
+        let ours = Change::AtBank { bank: "b".into(), change: Box::new(settle(true)) };
+        assert_eq!(at_b.apply(&ours, now).unwrap_or_else(|e| panic!("{e:?}")).status, PaymentStatus::Succeeded);
     }
 
     fn settle(revive: bool) -> Change {
