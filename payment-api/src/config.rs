@@ -394,6 +394,17 @@ impl Config {
                 return Err(format!("BANKS names `{}` twice", bank.name));
             }
         }
+        for bank in &banks {
+            if let Some(list) = self.currencies_of(&bank.name)
+                && let Some(wrong) = list.iter().find(|c| !self.currencies.contains(c))
+            {
+                return Err(format!(
+                    "BANK_CURRENCIES_{}: `{wrong}` is not one of CURRENCIES ({})",
+                    bank.name.to_ascii_uppercase().replace('-', "_"),
+                    self.currencies.join(",")
+                ));
+            }
+        }
         if let Some((name, _)) = self.routing_weights.iter().find(|(name, _)| !banks.iter().any(|b| &b.name == name)) {
             return Err(format!("ROUTING_WEIGHTS names `{name}`, which is not a bank of BANKS"));
         }
@@ -467,5 +478,27 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
         let persistent = Config { store_url: "redb:x.redb".into(), ..config };
         assert!(persistent.validate().is_err(), "a persistent store needs a fingerprint key");
+    }
+
+    #[test]
+    fn several_banks_are_checked_before_the_gateway_starts() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["payment-api", "--api-keys", "shop:0123456789abcdef", "--store", "memory"];
+            args.extend_from_slice(extra);
+            Config::try_parse_from(args)
+        };
+        let two = ["--banks", "a=http://127.0.0.1:1,b=http://127.0.0.1:2"];
+        let config = parse(&two).map_err(|e| e.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.bank_list().len(), 2);
+        assert!(
+            parse(&["--banks", "a=http://x,a=http://y"]).map(|c| c.validate().is_err()).unwrap_or(true),
+            "a name twice"
+        );
+        assert!(parse(&["--banks", "bad name=http://x"]).is_err());
+        let weighted = parse(&[two[0], two[1], "--routing", "weighted", "--routing-weights", "c=10"]);
+        assert!(weighted.map(|c| c.validate().is_err()).unwrap_or(true), "a weight for no bank");
+        let limited = Config { bank_currency_limits: Some(vec![("a".into(), vec!["XYZ".into()])]), ..config };
+        assert!(limited.validate().is_err(), "a bank limited to a currency the gateway does not take");
     }
 }
