@@ -293,3 +293,77 @@ async fn a_store_failure_at_the_failover_charges_nothing_and_the_retries_charge_
     let (at_primary, at_backup) = (charged_keys(&primary).await, charged_keys(&backup).await);
     assert_eq!(at_primary.len() + at_backup.len(), 1, "charged once, at one bank: {settled}");
 }
+
+/// A gateway dies while a payment's charge is at the backup, and the store loses the payment but
+/// keeps its key. The retry takes the key over: before charging anywhere it asks every bank by the
+/// bank key, finds the charge at the backup and settles there, though routing would now pick the
+/// (recovered) primary. One charge, at one bank.
+#[tokio::test]
+async fn a_lost_payment_taken_over_is_found_at_its_bank_before_anything_is_charged() {
+    let Some(redis) = tests::RedisServer::start_persistent("lost_payment_found_at_its_bank").await else { return };
+    let (primary, backup) = (TestBank::start().await, TestBank::start().await);
+    // The backup charges, then hangs: time to kill the gateway with the charge at the bank.
+    backup.patch_chaos(json!({"timeout_rate": 1.0, "hang_ms": 3000})).await;
+    let banks = format!("primary={},backup={}", primary.url, backup.url);
+    let args = ["--log", "warn", "--banks", &banks, "--admin-key", ADMIN_KEY];
+    let binary = env!("CARGO_BIN_EXE_gateway-under-test");
+    let mut gateway = tests::process::GatewayProcess::start(binary, &primary.url, &redis.url(), &args).await;
+    let client = reqwest::Client::new();
+    let forced = client
+        .put(format!("{}/admin/banks/primary/breaker", gateway.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"state": "forced_open"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forced.status(), 200);
+    let body = payment_body(5_100, APPROVE, "lost");
+    let paying = {
+        let (client, url, body) = (client.clone(), format!("{}/v1/payments", gateway.url), body.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(tests::MERCHANT_A.1)
+                .header("Idempotency-Key", "lost-1")
+                .json(&body)
+                .send()
+                .await
+        })
+    };
+    wait_for("the charge to reach the backup", Duration::from_secs(10), || async {
+        (backup.stats().await["requests"].as_u64().unwrap() >= 1).then_some(())
+    })
+    .await;
+    gateway.kill();
+    assert!(paying.await.unwrap().is_err(), "no answer from the dead gateway");
+    // The store forgets the payment, not the key.
+    let connection = redis::Client::open(redis.url()).unwrap();
+    let mut connection = connection.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("rp:idem:{}:payment:lost-1", tests::MERCHANT_A.0);
+    let payment_id: String =
+        redis::cmd("HGET").arg(&key).arg("resource_id").query_async(&mut connection).await.unwrap();
+    redis.forget(&[&format!("rp:payment:{payment_id}")]).await;
+    // The backup holds the charge; the new gateway's primary breaker is closed again.
+    wait_for("the backup to commit", Duration::from_secs(10), || async {
+        (charged_keys(&backup).await.len() == 1).then_some(())
+    })
+    .await;
+    backup.patch_chaos(json!({"timeout_rate": 0.0})).await;
+    let gateway = tests::process::GatewayProcess::start(binary, &primary.url, &redis.url(), &args).await;
+    let settled = wait_for("the retry to settle", Duration::from_secs(30), || async {
+        let response = client
+            .post(format!("{}/v1/payments", gateway.url))
+            .bearer_auth(tests::MERCHANT_A.1)
+            .header("Idempotency-Key", "lost-1")
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 201).then_some(())?;
+        response.json::<Value>().await.ok()
+    })
+    .await;
+    assert_eq!(settled["acquirer"], "backup", "{settled}");
+    assert!(charged_keys(&primary).await.is_empty(), "not charged again at the primary");
+    assert_eq!(charged_keys(&backup).await.len(), 1);
+}

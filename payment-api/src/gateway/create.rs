@@ -198,7 +198,10 @@ impl Gateway {
                 // `outcome_unknown`, never "nothing was charged".
                 let unknown = |_| PaymentError::OutcomeUnknown { operation: Operation::Payment };
                 let existing = self.store.get_payment(&resource_id).await.map_err(unknown)?;
-                let payment = existing.unwrap_or(Payment { id: resource_id, ..payment });
+                let payment = match existing {
+                    Some(existing) => existing,
+                    None => self.locate_lost(Payment { id: resource_id, ..payment }, request_id).await,
+                };
                 info!(payment_id = %payment.id, idempotency_key, "taking over a payment whose request died");
                 let resend = Change::Resend { at: Utc::now(), lease: self.lease() };
                 if payment.is_settled() {
@@ -222,6 +225,30 @@ impl Gateway {
             Claim::Replay(response) => Ok(Answer::replay(response)),
             Claim::InUse { retry_after } => Err(PaymentError::KeyInUse { operation: Operation::Payment, retry_after }),
             Claim::Mismatch => Err(PaymentError::KeyReused),
+        }
+    }
+
+    /// A payment the store lost while its key survived: the request that died may have charged
+    /// it at any bank that takes its currency. Before anything is charged, each is asked by the
+    /// bank key; the payment goes on at the bank that has the charge, else at the first that could
+    /// not say (charging there again is deduplicated by the bank key), else where it was routed.
+    async fn locate_lost(&self, payment: Payment, request_id: &str) -> Payment {
+        let banks = self.router.candidates(&payment.currency);
+        if banks.len() < 2 {
+            return payment;
+        }
+        let mut unsure: Option<String> = None;
+        for bank in banks.iter() {
+            let probe = Payment { acquirer: Some(bank.name.clone()), ..payment.clone() };
+            match self.inquire_payment(&probe, request_id).await {
+                Inquiry::Found(_) => return at(payment, &bank.name),
+                Inquiry::Unknown(_) if unsure.is_none() => unsure = Some(bank.name.clone()),
+                _ => {}
+            }
+        }
+        match unsure {
+            Some(bank) => at(payment, &bank),
+            None => payment,
         }
     }
 
@@ -417,4 +444,9 @@ fn admit_first(banks: &[Arc<Acquirer>], tried: &[String]) -> Result<(Arc<Acquire
         }
     }
     Err(refused.unwrap_or(Rejected { state: resilience::BreakerState::Open, retry_after: None }))
+}
+
+/// `payment`, placed at `bank` (before it is charged anywhere).
+fn at(payment: Payment, bank: &str) -> Payment {
+    Payment { acquirer: Some(bank.to_owned()), attempted_acquirers: vec![bank.to_owned()], ..payment }
 }
