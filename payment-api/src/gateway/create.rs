@@ -359,10 +359,7 @@ impl Gateway {
     ) -> Result<Answer, PaymentError> {
         let answer = RecordPlan::answer(attempt.key, Subject::Payment, Some(attempt.fingerprint));
         // The answer is this bank's: it changes nothing if the payment has moved on meanwhile.
-        let at_bank = |change: Change| match &payment.acquirer {
-            Some(bank) => Change::AtBank { bank: bank.clone(), change: Box::new(change) },
-            None => change,
-        };
+        let at_bank = |change: Change| change.from_bank_of(&payment);
         let outcome = match settlement {
             // The request charged (or found its charge): it may revive the payment (`Change::Settle`).
             Settlement::Settle(outcome) => Outcome {

@@ -77,7 +77,7 @@ impl Gateway {
         let last_sent = payment.last_attempt_at.unwrap_or(payment.created_at);
         match self.inquire_payment(&payment, "reconciler").await {
             Inquiry::Found(outcome) => {
-                let change = at_bank(&payment, Change::Settle { outcome, attempts: 0, revive: false });
+                let change = Change::Settle { outcome, attempts: 0, revive: false }.from_bank_of(&payment);
                 let plan = RecordPlan::answer(&key, Subject::Payment, None);
                 let applied = self.reconciler_commit(payment.clone(), change, plan).await?;
                 match applied.payment.status {
@@ -97,10 +97,8 @@ impl Gateway {
                 Ok(true)
             }
             Inquiry::NotFound if self.commit_window_passed(last_sent) => {
-                let change = at_bank(
-                    &payment,
-                    Change::Fail { reason: "the bank has no record of this charge".into(), attempts: 0 },
-                );
+                let change = Change::Fail { reason: "the bank has no record of this charge".into(), attempts: 0 }
+                    .from_bank_of(&payment);
                 // Not from under a live request: a client's retry may have taken the payment over.
                 let plan = RecordPlan::answer_or_release(&key, Subject::Payment, None, None);
                 let applied = self.reconciler_commit(payment, change, plan).await?;
@@ -158,14 +156,5 @@ impl Gateway {
             self.reschedule(current).await?;
         }
         Ok(settled)
-    }
-}
-
-/// `change`, as the answer of the bank the payment was at when it was read: if it has moved on to
-/// another bank since, it changes nothing.
-fn at_bank(payment: &Payment, change: Change) -> Change {
-    match &payment.acquirer {
-        Some(bank) => Change::AtBank { bank: bank.clone(), change: Box::new(change) },
-        None => change,
     }
 }

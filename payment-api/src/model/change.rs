@@ -123,6 +123,17 @@ pub enum Refusal {
     Expired,
 }
 
+impl Change {
+    /// This change as the answer of the bank `payment` was at when it was read
+    /// ([`Change::AtBank`]): it changes nothing if the payment has moved on to another bank since.
+    pub fn from_bank_of(self, payment: &Payment) -> Change {
+        match &payment.acquirer {
+            Some(bank) => Change::AtBank { bank: bank.clone(), change: Box::new(self) },
+            None => self,
+        }
+    }
+}
+
 impl Payment {
     /// The payment with `change` applied and its version bumped, or why a refund cannot be held.
     /// `now` stamps `updated_at` when something changed.

@@ -226,9 +226,7 @@ impl MemoryStore {
     }
 
     pub fn deliveries(&self, event_id: &str) -> Vec<Delivery> {
-        let state = self.lock();
-        let lower = (event_id.to_owned(), String::new());
-        state.deliveries.range(lower..).take_while(|((e, _), _)| e == event_id).map(|(_, d)| d.clone()).collect()
+        deliveries_of(&self.lock(), event_id)
     }
 
     pub fn take_due_deliveries(&self, now_ms: i64, lease_ms: i64, limit: usize) -> Vec<Delivery> {
@@ -269,11 +267,7 @@ impl MemoryStore {
                 state.event_index.remove(&(event.merchant_id.clone(), "", id.clone()));
                 state.event_index.remove(&(event.merchant_id.clone(), event.kind.as_str(), id.clone()));
             }
-            let gone: Vec<Delivery> = {
-                let lower = (id.clone(), String::new());
-                state.deliveries.range(lower..).take_while(|((e, _), _)| *e == id).map(|(_, d)| d.clone()).collect()
-            };
-            for delivery in gone {
+            for delivery in deliveries_of(&state, &id) {
                 if let Some(due) = delivery.due_ms {
                     state.deliveries_due.remove(&(due, id.clone(), delivery.endpoint_id.clone()));
                 }
@@ -283,6 +277,12 @@ impl MemoryStore {
         }
         pruned
     }
+}
+
+/// An event's deliveries.
+fn deliveries_of(state: &State, event_id: &str) -> Vec<Delivery> {
+    let lower = (event_id.to_owned(), String::new());
+    state.deliveries.range(lower..).take_while(|((e, _), _)| e == event_id).map(|(_, d)| d.clone()).collect()
 }
 
 /// The log's entries after seq `after`, oldest first.
